@@ -1,0 +1,155 @@
+//! [`ResponseFuture`]: decides once whether a response is an event stream, fixes its headers and
+//! wraps its body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderValue, Response, StatusCode, Version, header};
+use pin_project_lite::pin_project;
+
+use crate::body::SseBody;
+use crate::config::Config;
+use crate::detect::{is_encoded, is_event_stream};
+use crate::headers::fix_event_stream_headers;
+use crate::overrides::SseOverride;
+
+/// Marks a response an `SseLayer` already handled, so that nested layers do not inject twice.
+#[derive(Debug, Clone, Copy)]
+struct Handled;
+
+pin_project! {
+    /// The response future of [`SseService`](crate::SseService).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner {
+            #[pin]
+            future: F,
+            config: Arc<Config>,
+            version: Version,
+            head: bool,
+        },
+        /// A request for an event stream during a drain: answered without the inner service.
+        Drained {
+            config: Option<Arc<Config>>,
+            version: Version,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) const fn new(future: F, config: Arc<Config>, version: Version, head: bool) -> Self {
+        Self {
+            kind: Kind::Inner {
+                future,
+                config,
+                version,
+                head,
+            },
+        }
+    }
+
+    pub(crate) const fn drained(config: Arc<Config>, version: Version) -> Self {
+        Self {
+            kind: Kind::Drained {
+                config: Some(config),
+                version,
+            },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<SseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner {
+                future,
+                config,
+                version,
+                head,
+            } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(wrap(response, config, *version, *head)))
+            }
+            KindProj::Drained { config, version } => {
+                let config = config.take().unwrap_or_default();
+                let mut response =
+                    Response::new(SseBody::sse(None, Arc::clone(&config), config.settings));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                fix_event_stream_headers(response.headers_mut(), *version);
+                response.extensions_mut().insert(Handled);
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+fn wrap<B>(
+    response: Response<B>,
+    config: &Arc<Config>,
+    version: Version,
+    head: bool,
+) -> Response<SseBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    let overrides = parts.extensions.get::<SseOverride>().cloned();
+    if parts.extensions.get::<Handled>().is_some()
+        || overrides.as_ref().is_some_and(SseOverride::is_skip)
+        || !is_event_stream(&parts.headers)
+        || !carries_a_stream(parts.status)
+    {
+        return Response::from_parts(parts, SseBody::passthrough(body));
+    }
+
+    fix_event_stream_headers(&mut parts.headers, version);
+    parts.extensions.insert(Handled);
+    if head {
+        return Response::from_parts(parts, SseBody::passthrough(body));
+    }
+    if is_encoded(&parts.headers) {
+        // The scanner cannot see lines in compressed bytes, and injecting plain text would
+        // corrupt them: forward untouched, loudly.
+        tracing::warn!(
+            target: "tower_sse",
+            content_encoding = ?parts.headers.get(header::CONTENT_ENCODING),
+            "event stream arrived with a content encoding: passed through without heartbeats or \
+             retry hints; make the upstream honour `Accept-Encoding: identity`"
+        );
+        return Response::from_parts(parts, SseBody::passthrough(body));
+    }
+    let mut settings = config.settings;
+    if let Some(overrides) = overrides {
+        overrides.apply(&mut settings);
+    }
+    Response::from_parts(
+        parts,
+        SseBody::sse(Some(body), Arc::clone(config), settings),
+    )
+}
+
+/// Only a successful response with content is a stream a client reads; anything else (a 204,
+/// which tells `EventSource` to stop, a 404, a 503) passes through untouched.
+fn carries_a_stream(status: StatusCode) -> bool {
+    status.is_success() && status != StatusCode::NO_CONTENT && status != StatusCode::RESET_CONTENT
+}

@@ -1,0 +1,477 @@
+//! [`SseLayer`]: the configuration and the builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::config::{self, Config};
+use crate::error::{InvalidComment, check_comment};
+use crate::metrics::SseMetrics;
+use crate::scanner::LineEnd;
+use crate::service::SseService;
+use crate::shutdown::SseShutdown;
+
+/// Applies [`SseService`] to a service: event streams get anti-buffering headers, a compression
+/// bypass, a `retry:` hint, idle heartbeats, optional idle timeout, lifetime and graceful drain;
+/// every other response passes through untouched.
+///
+/// The layer is cheap to clone (its configuration sits behind an [`Arc`]): build one per route
+/// with the options that route needs. A handler can change the options for one response with an
+/// [`SseOverride`](crate::SseOverride) in the response extensions.
+///
+/// | option | default |
+/// |---|---|
+/// | [`heartbeat`](Self::heartbeat) | 15 s, comment `:` |
+/// | [`retry`](Self::retry) | 3 s, no jitter |
+/// | [`initial comment`](Self::try_initial_comment) | none |
+/// | [`idle_timeout`](Self::idle_timeout) | off |
+/// | [`max_lifetime`](Self::max_lifetime) | off (jitter 20 %) |
+/// | [`close_grace`](Self::close_grace) | 5 s |
+/// | [`shutdown`](Self::shutdown) | none (drain window 10 s) |
+/// | [`compression bypass`](Self::no_compression_bypass) | on |
+///
+/// See the [module docs](crate) for an example.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct SseLayer {
+    config: Arc<Config>,
+}
+
+impl SseLayer {
+    /// Creates a new [`SseLayer`] with the default configuration.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new())
+    ///     .service_fn(|_: Request<Full<Bytes>>| async {
+    ///         let mut response = Response::new(Full::from("data: hello\n\n"));
+    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///         Ok::<_, std::convert::Infallible>(response)
+    ///     });
+    ///
+    /// let response = service.oneshot(Request::new(Full::default())).await.unwrap();
+    /// assert_eq!(response.headers()["cache-control"], "no-cache, no-transform");
+    /// assert_eq!(response.headers()["x-accel-buffering"], "no");
+    /// let body = response.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, "retry: 3000\ndata: hello\n\n");
+    /// # }
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Sends a heartbeat comment after `interval` without any byte going to the client.
+    ///
+    /// Any byte sent postpones the next heartbeat, so a busy stream carries none. A heartbeat is
+    /// one comment line, written only at a line start; while the upstream is mid-line it is
+    /// skipped (and counted). Heartbeats keep proxies and load balancers from cutting a quiet
+    /// stream: nginx and AWS ALB cut after 60 s, Cloudflare after 100 s.
+    ///
+    /// Default: 15 s. A zero `interval` disables heartbeats, like
+    /// [`no_heartbeat`](Self::no_heartbeat).
+    ///
+    /// ```
+    /// use std::{convert::Infallible, time::Duration};
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, Full, StreamBody};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().heartbeat(Duration::from_secs(5)).no_retry())
+    ///     .service_fn(|_: Request<Full<Bytes>>| async {
+    ///         // An upstream that never sends anything.
+    ///         let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
+    ///         let mut response = Response::new(silent);
+    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///         Ok::<_, Infallible>(response)
+    ///     });
+    ///
+    /// let mut body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+    /// let started = tokio::time::Instant::now();
+    /// let frame = body.frame().await.unwrap().unwrap();
+    /// assert_eq!(frame.into_data().unwrap(), ":\n");
+    /// assert_eq!(started.elapsed(), Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.config().settings.heartbeat = config::non_zero(interval);
+        self
+    }
+
+    /// Sends no heartbeats.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().no_heartbeat();
+    /// # drop(layer);
+    /// ```
+    pub fn no_heartbeat(mut self) -> Self {
+        self.config().settings.heartbeat = None;
+        self
+    }
+
+    /// Sets the text of heartbeat comments: each heartbeat is `:` + `text` + a line ending.
+    ///
+    /// Default: empty (a heartbeat is the two bytes `:\n`).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidComment`] when `text` contains CR or LF.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().try_heartbeat_comment(" ping")?;
+    /// assert!(SseLayer::new().try_heartbeat_comment("a\nb").is_err());
+    /// # Ok::<_, tower_sse::InvalidComment>(())
+    /// ```
+    pub fn try_heartbeat_comment(mut self, text: impl AsRef<str>) -> Result<Self, InvalidComment> {
+        let text = text.as_ref();
+        check_comment(text)?;
+        let config = self.config();
+        config.heartbeat_lf = config::comment_line(text, LineEnd::Lf);
+        config.heartbeat_cr = config::comment_line(text, LineEnd::Cr);
+        Ok(self)
+    }
+
+    /// Writes the comment `:` + `text` as the very first bytes of every stream, so that stacks
+    /// holding the headers until the first body byte start the stream at once.
+    ///
+    /// Default: none.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidComment`] when `text` contains CR or LF.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().no_retry().try_initial_comment(" welcome")?)
+    ///     .service_fn(|_: Request<Full<Bytes>>| async {
+    ///         let mut response = Response::new(Full::from("data: 1\n\n"));
+    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///         Ok::<_, std::convert::Infallible>(response)
+    ///     });
+    /// let body = service.oneshot(Request::new(Full::default())).await?.into_body();
+    /// assert_eq!(body.collect().await?.to_bytes(), ": welcome\ndata: 1\n\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_initial_comment(mut self, text: impl AsRef<str>) -> Result<Self, InvalidComment> {
+        let text = text.as_ref();
+        check_comment(text)?;
+        self.config().initial_comment = Some(config::comment_line(text, LineEnd::Lf));
+        Ok(self)
+    }
+
+    /// Writes `retry: <delay in ms>` at the start of every stream (after a leading BOM of the
+    /// upstream's, which the layer then removes), and when the layer ends a stream itself.
+    ///
+    /// Clients wait this long before reconnecting. The value is written in whole milliseconds,
+    /// ASCII digits only.
+    ///
+    /// Default: 3 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().retry(Duration::from_millis(1500)))
+    ///     .service_fn(|_: Request<Full<Bytes>>| async {
+    ///         // The upstream starts with a byte-order mark.
+    ///         let mut response = Response::new(Full::from("\u{feff}data: 1\n\n"));
+    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///         Ok::<_, std::convert::Infallible>(response)
+    ///     });
+    /// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "retry: 1500\ndata: 1\n\n");
+    /// # }
+    /// ```
+    pub fn retry(mut self, delay: Duration) -> Self {
+        self.config().settings.retry = Some(delay);
+        self
+    }
+
+    /// Writes no `retry:` hint.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().no_retry();
+    /// # drop(layer);
+    /// ```
+    pub fn no_retry(mut self) -> Self {
+        self.config().settings.retry = None;
+        self
+    }
+
+    /// Moves each stream's `retry:` hint by a random amount within ±`fraction` of it, so that a
+    /// fleet of clients cut by the same outage does not reconnect in the same millisecond.
+    ///
+    /// Default: 0 (no jitter). `fraction` is clamped to `0.0..=1.0`. The hint written when a
+    /// [drain](Self::shutdown) ends a stream is always jittered by at least 20 %.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SseLayer;
+    ///
+    /// // Hints between 2,400 and 3,600 ms.
+    /// let layer = SseLayer::new().retry(Duration::from_secs(3)).retry_jitter(0.2);
+    /// # drop(layer);
+    /// ```
+    pub fn retry_jitter(mut self, fraction: f64) -> Self {
+        self.config().settings.retry_jitter = config::clamp_fraction(fraction);
+        self
+    }
+
+    /// Ends a stream cleanly when the inner body sends no byte for `limit`.
+    ///
+    /// The client reconnects (with `Last-Event-ID`) and reaches a live upstream. Heartbeats do
+    /// not count as upstream activity. The end is clean: the body ends (`None`), never with an
+    /// error, after a `retry:` hint when retry hints are on.
+    ///
+    /// Default: off. A zero `limit` turns it off.
+    ///
+    /// ```
+    /// use std::{convert::Infallible, time::Duration};
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, Full, StreamBody};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = SseLayer::new()
+    ///     .idle_timeout(Duration::from_secs(60))
+    ///     .heartbeat(Duration::from_secs(15))
+    ///     .retry(Duration::from_secs(1));
+    /// let service = ServiceBuilder::new().layer(layer).service_fn(|_: Request<Full<Bytes>>| async {
+    ///     let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
+    ///     let mut response = Response::new(silent);
+    ///     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///     Ok::<_, Infallible>(response)
+    /// });
+    /// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// // Three heartbeats (15, 30, 45 s), then the end at 60 s with a last hint.
+    /// assert_eq!(bytes, "retry: 1000\n:\n:\n:\nretry: 1000\n");
+    /// # }
+    /// ```
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.config().settings.idle_timeout = config::non_zero(limit);
+        self
+    }
+
+    /// Ends each stream after about `lifetime`, at its next event boundary, so that long-lived
+    /// connections rebalance across instances.
+    ///
+    /// Each stream's lifetime is shortened by a random amount of at most
+    /// [`lifetime_jitter`](Self::lifetime_jitter) (80–100 % of `lifetime` by default); after it,
+    /// the stream ends at its next event boundary, or after [`close_grace`](Self::close_grace).
+    ///
+    /// Default: off. A zero `lifetime` turns it off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().max_lifetime(Duration::from_secs(30 * 60));
+    /// # drop(layer);
+    /// ```
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config().settings.max_lifetime = config::non_zero(lifetime);
+        self
+    }
+
+    /// How much of the [maximum lifetime](Self::max_lifetime) may be cut, at random, per stream.
+    ///
+    /// Default: 0.2 (lifetimes between 80 % and 100 % of the value). Clamped to `0.0..=1.0`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SseLayer;
+    ///
+    /// // Every stream lives exactly 10 minutes (plus the wait for an event boundary).
+    /// let layer = SseLayer::new().max_lifetime(Duration::from_secs(600)).lifetime_jitter(0.0);
+    /// # drop(layer);
+    /// ```
+    pub fn lifetime_jitter(mut self, fraction: f64) -> Self {
+        self.config().settings.lifetime_jitter = config::clamp_fraction(fraction);
+        self
+    }
+
+    /// How long a stream the layer wants to end (lifetime reached) waits for an event boundary
+    /// before it is cut mid-event. Cutting is still correct: the client discards the partial
+    /// event and its id, and gets it again after reconnecting.
+    ///
+    /// Default: 5 s. Zero cuts at once unless the stream is at a boundary.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new()
+    ///     .max_lifetime(Duration::from_secs(600))
+    ///     .close_grace(Duration::from_secs(1));
+    /// # drop(layer);
+    /// ```
+    pub fn close_grace(mut self, grace: Duration) -> Self {
+        self.config().settings.close_grace = grace;
+        self
+    }
+
+    /// Ends every live stream when `shutdown` is [drained](SseShutdown::drain), spread over the
+    /// [drain window](Self::drain_window).
+    ///
+    /// Default: none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http::{header, Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::{SseLayer, SseShutdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = SseShutdown::new();
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().shutdown(shutdown.clone()).retry(Duration::from_secs(2)))
+    ///     .service_fn(|_: Request<Full<Bytes>>| async {
+    ///         let mut response = Response::new(Full::from("data: 1\n\n"));
+    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    ///         Ok::<_, std::convert::Infallible>(response)
+    ///     });
+    ///
+    /// shutdown.drain();
+    /// // A request for an event stream during the drain: 200, a jittered hint, the end.
+    /// let request = Request::builder()
+    ///     .header(header::ACCEPT, "text/event-stream")
+    ///     .body(Full::default())
+    ///     .unwrap();
+    /// let response = service.oneshot(request).await.unwrap();
+    /// assert_eq!(response.status(), 200);
+    /// let body = response.into_body().collect().await.unwrap().to_bytes();
+    /// assert!(body.starts_with(b"retry: ") && body.ends_with(b"\n"));
+    /// # }
+    /// ```
+    pub fn shutdown(mut self, shutdown: SseShutdown) -> Self {
+        self.config().shutdown = Some(shutdown);
+        self
+    }
+
+    /// The window over which a [drain](Self::shutdown) spreads the ends of streams: each stream
+    /// picks a random moment in it, ends at its first event boundary after that moment, and at
+    /// the latest when the window closes.
+    ///
+    /// Default: 10 s. Zero ends every stream at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::{SseLayer, SseShutdown};
+    ///
+    /// let layer = SseLayer::new()
+    ///     .shutdown(SseShutdown::new())
+    ///     .drain_window(Duration::from_secs(20));
+    /// # drop(layer);
+    /// ```
+    pub fn drain_window(mut self, window: Duration) -> Self {
+        self.config().settings.drain_window = window;
+        self
+    }
+
+    /// Counts into `metrics` instead of the layer's own counters, so that several layers (one
+    /// per route) can share one handle.
+    ///
+    /// Default: a handle of the layer's own.
+    ///
+    /// ```
+    /// use tower_sse::{SseLayer, SseMetrics};
+    ///
+    /// let metrics = SseMetrics::new();
+    /// let fast = SseLayer::new().metrics(metrics.clone());
+    /// let slow = SseLayer::new().metrics(metrics.clone());
+    /// assert_eq!(metrics.snapshot().open_streams, 0);
+    /// # drop((fast, slow));
+    /// ```
+    pub fn metrics(mut self, metrics: SseMetrics) -> Self {
+        self.config().metrics = metrics;
+        self
+    }
+
+    /// The handle to this layer's counters.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new();
+    /// let metrics = layer.metrics_handle();
+    /// assert_eq!(metrics.snapshot().opened, 0);
+    /// ```
+    pub fn metrics_handle(&self) -> SseMetrics {
+        self.config.metrics.clone()
+    }
+
+    /// Leaves `Accept-Encoding` alone on requests for event streams.
+    ///
+    /// By default, a request whose `Accept` lists `text/event-stream` reaches the inner service
+    /// with `Accept-Encoding: identity`, so that inner compressors and upstream servers send plain
+    /// text the layer can read (and that no compressor holds back). An event stream that arrives
+    /// compressed anyway is passed through untouched, with a `tracing` warning, without
+    /// heartbeats or retry hints.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().no_compression_bypass();
+    /// # drop(layer);
+    /// ```
+    pub fn no_compression_bypass(mut self) -> Self {
+        self.config().bypass_compression = false;
+        self
+    }
+}
+
+impl<S> Layer<S> for SseLayer {
+    type Service = SseService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SseService::from_config(inner, Arc::clone(&self.config))
+    }
+}

@@ -1,0 +1,153 @@
+//! Tower layers that make [Server-Sent Events] survive real infrastructure.
+//!
+//! A `text/event-stream` response is an HTTP response that never ends. Everything between the
+//! handler and the browser was built for responses that do: nginx buffers them, compressors wait
+//! for a full block, load balancers cut them after 60–100 s of silence, clients on bad networks
+//! stop reading while the server keeps producing, and graceful shutdown waits forever for them to
+//! finish. [`SseLayer`] wraps any axum or tonic router, any hyper service or a reverse proxy and
+//! fixes that for event streams, leaving every other response untouched.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{header, Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_sse::SseLayer;
+//!
+//! async fn events(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+//!     let mut response = Response::new(Full::from("id: 1\ndata: hello\n\n"));
+//!     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+//!     Ok(response)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let service = ServiceBuilder::new()
+//!     .layer(SseLayer::new().heartbeat(Duration::from_secs(10)).retry(Duration::from_secs(2)))
+//!     .service_fn(events);
+//!
+//! let request = Request::builder()
+//!     .header(header::ACCEPT, "text/event-stream")
+//!     .header(header::ACCEPT_ENCODING, "gzip")
+//!     .body(Full::default())
+//!     .unwrap();
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache, no-transform");
+//! assert_eq!(response.headers()["x-accel-buffering"], "no");
+//! let body = response.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(body, "retry: 2000\nid: 1\ndata: hello\n\n");
+//! # }
+//! ```
+//!
+//! With axum, put the layer on the routes that stream (or on the whole router: other responses
+//! pass through):
+//!
+//! ```no_run
+//! # use axum::{routing::get, Router, response::sse::{Event, Sse}};
+//! # use futures_util::stream::{self, Stream};
+//! # async fn handler() -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+//! #     Sse::new(stream::empty())
+//! # }
+//! let app: Router = Router::new()
+//!     .route("/events", get(handler).layer(tower_sse::SseLayer::new()));
+//! ```
+//!
+//! # What the layer does to an event stream
+//!
+//! A response is an event stream when its `Content-Type` media type is `text/event-stream`
+//! (case-insensitive, parameters allowed) and its status is a 2xx other than 204 and 205.
+//!
+//! ## Headers
+//!
+//! `Cache-Control` gets `no-cache` and `no-transform`, merged with the directives already there;
+//! `X-Accel-Buffering: no` is set unless the application set it (nginx reads it per response);
+//! `Content-Length` is removed; on HTTP/2 and HTTP/3 connection-specific headers are removed. The
+//! status, `Content-Type` and the application's other headers are kept.
+//!
+//! ## Compression
+//!
+//! A request whose `Accept` lists `text/event-stream` reaches the inner service with
+//! `Accept-Encoding: identity`: inner compressors and upstream servers send plain text. For a
+//! compressor *outside* the layer, use [`NotSse`] in its predicate. An event stream that arrives
+//! compressed anyway passes through untouched with a `tracing` warning.
+//!
+//! ## Retry hint, heartbeats and the framing scanner
+//!
+//! The layer writes a `retry:` line at the start of each stream and comment heartbeats while the
+//! stream is idle. It knows where it may write from a [framing scanner] that follows the upstream's
+//! bytes with O(1) state: only at a line start, with a CR-terminated line right after a CR, never
+//! a blank line, and a leading byte-order mark of the upstream's is removed when the layer wrote
+//! first. Whatever the upstream sends and however it is split into frames, a client parses the
+//! same events, types, data and ids with the layer as without it; every upstream frame is handed
+//! on in the poll it arrives.
+//!
+//! ## Ending streams
+//!
+//! [`SseLayer::idle_timeout`] ends a stream whose upstream went silent, [`SseLayer::max_lifetime`]
+//! ends streams after a jittered lifetime at an event boundary, and [`SseShutdown`] drains every
+//! stream over a window on shutdown. Every end is clean (the body ends, never with an error or a
+//! 5xx) and carries a final `retry:` hint. Each stream's end has a [`CloseReason`], logged with
+//! `tracing` and counted in [`SseMetrics`].
+//!
+//! ## Per-response configuration
+//!
+//! One layer per route configures routes differently; an [`SseOverride`] in the response
+//! extensions changes the configuration for one response, or leaves it alone.
+//!
+//! # Everything else passes through
+//!
+//! A response that is not an event stream keeps its status, headers, every body frame, trailers
+//! (gRPC's `grpc-status` included), `size_hint` and `is_end_stream`.
+//!
+//! # Drop and cancellation
+//!
+//! When the client goes away, hyper drops the response body: the [`SseBody`] drops the inner body
+//! at once (so the producer sees its channel closed), with the stream's timer; the stream is
+//! counted as closed with [`CloseReason::ClientGone`]. When the layer itself ends a stream (idle
+//! timeout, lifetime, drain), it drops the inner body as it writes its last bytes. Nothing
+//! outlives the response body: the layer spawns no task.
+//!
+//! # Runtime
+//!
+//! Event streams use Tokio timers: the body must be polled inside a Tokio runtime with the time
+//! driver enabled (as hyper, axum and tonic servers are).
+//!
+//! [Server-Sent Events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
+//! [framing scanner]: https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod config;
+mod detect;
+mod error;
+mod future;
+mod headers;
+mod layer;
+mod macros;
+mod metrics;
+mod overrides;
+mod predicate;
+mod scanner;
+mod service;
+mod shutdown;
+
+#[cfg(test)]
+mod test_helpers;
+
+pub use body::SseBody;
+pub use detect::{asks_for_event_stream, is_event_stream};
+pub use error::InvalidComment;
+pub use future::ResponseFuture;
+pub use layer::SseLayer;
+pub use metrics::{CloseReason, MetricsSnapshot, SseMetrics};
+pub use overrides::SseOverride;
+pub use predicate::NotSse;
+pub use service::SseService;
+pub use shutdown::SseShutdown;
+
+/// The error type of [`SseBody`]: the inner body's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

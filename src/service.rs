@@ -1,0 +1,80 @@
+//! [`SseService`]: the middleware service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::ACCEPT_ENCODING;
+use http::{HeaderValue, Method, Request, Response};
+use tower_service::Service;
+
+use crate::body::SseBody;
+use crate::config::Config;
+use crate::detect::asks_for_event_stream;
+use crate::future::ResponseFuture;
+use crate::macros::define_inner_service_accessors;
+
+/// Middleware that makes `text/event-stream` responses survive proxies, compressors, load
+/// balancers, slow clients and shutdowns, and leaves every other response untouched.
+///
+/// Created by [`SseLayer`](crate::SseLayer), or with [`SseService::new`] for the defaults.
+/// On a request whose `Accept` lists `text/event-stream`, `Accept-Encoding` toward the inner
+/// service becomes `identity`; `Last-Event-ID`, `Accept` and `Cache-Control` pass unchanged.
+///
+/// See the [module docs](crate) for an example.
+#[derive(Debug, Clone)]
+pub struct SseService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> SseService<S> {
+    /// Creates a new [`SseService`] around `inner` with the default configuration.
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, Arc::new(Config::default()))
+    }
+
+    pub(crate) const fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    define_inner_service_accessors!();
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<SseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let version = request.version();
+        if asks_for_event_stream(request.headers()) {
+            let draining = self
+                .config
+                .shutdown
+                .as_ref()
+                .is_some_and(crate::SseShutdown::is_draining);
+            if draining {
+                return ResponseFuture::drained(Arc::clone(&self.config), version);
+            }
+            if self.config.bypass_compression {
+                request
+                    .headers_mut()
+                    .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            }
+        }
+        let head = request.method() == Method::HEAD;
+        ResponseFuture::new(
+            self.inner.call(request),
+            Arc::clone(&self.config),
+            version,
+            head,
+        )
+    }
+}
