@@ -140,6 +140,18 @@ impl Scanner {
 
     /// Advances over one data frame of the upstream.
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Feed {
+        self.feed_with_boundaries(chunk, |_| {})
+    }
+
+    /// [`feed`](Self::feed), also calling `boundary(offset)` for every event boundary in `chunk`:
+    /// `chunk[..offset]` ends with a blank line's first line-ending byte. (A CR there may be
+    /// followed by the LF of a CRLF: splitting at it is still safe, the LF only ends the blank
+    /// line that the CR began.)
+    pub(crate) fn feed_with_boundaries(
+        &mut self,
+        chunk: &[u8],
+        mut boundary: impl FnMut(usize),
+    ) -> Feed {
         let mut feed = Feed::default();
         let mut rest = chunk;
         if let Some(held) = self.bom {
@@ -182,11 +194,12 @@ impl Scanner {
                 rest = chunk.get(taken..).unwrap_or_default();
             }
         }
-        self.scan(rest, &mut feed);
+        let base = chunk.len() - rest.len();
+        self.scan(rest, &mut feed, &mut |at| boundary(base + at));
         feed
     }
 
-    fn scan(&mut self, bytes: &[u8], feed: &mut Feed) {
+    fn scan(&mut self, bytes: &[u8], feed: &mut Feed, boundary: &mut impl FnMut(usize)) {
         let mut i = 0;
         while let Some(&byte) = bytes.get(i) {
             match self.line {
@@ -201,9 +214,13 @@ impl Scanner {
                     match byte {
                         b'\r' => {
                             self.blank_line(feed);
+                            boundary(i);
                             self.line = Line::Cr;
                         }
-                        b'\n' => self.blank_line(feed),
+                        b'\n' => {
+                            self.blank_line(feed);
+                            boundary(i);
+                        }
                         b':' => self.line = Line::Comment,
                         _ => {
                             self.line = Line::Field;
@@ -389,6 +406,18 @@ mod tests {
             let split: u32 = input.iter().map(|b| scanner.feed(&[*b]).events).sum();
             assert_eq!(split, *expected, "{input:?} byte by byte");
         }
+    }
+
+    #[test]
+    fn boundaries_are_reported_after_each_blank_line() {
+        let mut scanner = Scanner::new();
+        let mut seen = Vec::new();
+        scanner.feed_with_boundaries(b"data: a\n\n: c\r\rdata: b\r\n\r\ndata", |at| seen.push(at));
+        assert_eq!(seen, [9, 14, 24]);
+        let mut seen = Vec::new();
+        let mut scanner = Scanner::new();
+        scanner.feed_with_boundaries(b"\xEF\xBB\xBF\n", |at| seen.push(at));
+        assert_eq!(seen, [4]);
     }
 
     #[test]
