@@ -13,6 +13,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
+use crate::backpressure::Receiver;
 use crate::config::{self, Config, DRAIN_RETRY_JITTER, Settings};
 use crate::metrics::{CloseReason, SseMetrics};
 use crate::scanner::{LineEnd, Scanner, bom_prefix};
@@ -40,9 +41,54 @@ pin_project! {
             // `None` once the inner body ended, failed or was dropped by the layer: it is never
             // polled again (fused).
             #[pin]
-            body: Option<B>,
+            body: Option<Upstream<B>>,
             stream: Pin<Box<Stream>>,
         },
+    }
+}
+
+pin_project! {
+    /// Where an event stream's bytes come from: the inner body itself, or the slow-client
+    /// buffer a pump task fills from it.
+    #[project = UpstreamProj]
+    pub(crate) enum Upstream<B> {
+        Direct { #[pin] body: B },
+        Queued { receiver: Receiver },
+    }
+}
+
+impl<B> Upstream<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpstreamProj::Direct { body } => match ready!(body.poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame.map_data(into_bytes)))),
+                Some(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+                None => Poll::Ready(None),
+            },
+            UpstreamProj::Queued { receiver } => receiver.poll_frame(cx),
+        }
+    }
+}
+
+impl<B> Upstream<B> {
+    fn end_reason(&self) -> CloseReason {
+        match self {
+            Self::Direct { .. } => CloseReason::UpstreamEnded,
+            Self::Queued { receiver } => receiver.end_reason(),
+        }
+    }
+
+    fn touch(&self) {
+        if let Self::Queued { receiver } = self {
+            receiver.touch();
+        }
     }
 }
 
@@ -55,7 +101,7 @@ impl<B> SseBody<B> {
     }
 
     /// An event stream over `body` (`None`: a stream that ends at once, as during a drain).
-    pub(crate) fn sse(body: Option<B>, config: Arc<Config>, settings: Settings) -> Self {
+    pub(crate) fn sse(body: Option<Upstream<B>>, config: Arc<Config>, settings: Settings) -> Self {
         Self {
             inner: Inner::Sse {
                 body,
@@ -209,7 +255,7 @@ impl Stream {
 
     fn poll_frame<B>(
         self: Pin<&mut Self>,
-        mut body: Pin<&mut Option<B>>,
+        mut body: Pin<&mut Option<Upstream<B>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
     where
@@ -233,6 +279,9 @@ impl Stream {
             }
             if let Some(bytes) = state.pending.take() {
                 state.tally.sent(bytes.len());
+                if let Some(upstream) = body.as_ref().get_ref() {
+                    upstream.touch();
+                }
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             match state.phase {
@@ -251,24 +300,29 @@ impl Stream {
             if let Some(inner) = body.as_mut().as_pin_mut() {
                 match inner.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => match state.upstream_data(into_bytes(data)) {
+                        Ok(data) => match state.upstream_data(data) {
                             Some(bytes) => {
                                 state.tally.sent(bytes.len());
                                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
                             }
                             None => continue,
                         },
-                        Err(frame) => return Poll::Ready(Some(Ok(frame.map_data(into_bytes)))),
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     },
                     Poll::Ready(Some(Err(error))) => {
                         state.tally.finish(CloseReason::UpstreamError);
                         state.phase = Phase::Ended;
                         body.set(None);
-                        return Poll::Ready(Some(Err(error.into())));
+                        return Poll::Ready(Some(Err(error)));
                     }
                     Poll::Ready(None) => {
+                        let reason = body
+                            .as_ref()
+                            .get_ref()
+                            .as_ref()
+                            .map_or(CloseReason::UpstreamEnded, Upstream::end_reason);
                         body.set(None);
-                        state.upstream_ended();
+                        state.upstream_ended(reason);
                         continue;
                     }
                     Poll::Pending => {}
@@ -369,12 +423,12 @@ impl State {
         Some(data)
     }
 
-    fn upstream_ended(&mut self) {
+    fn upstream_ended(&mut self, reason: CloseReason) {
         let held = self.scanner.finish();
-        if held > 0 {
+        if held > 0 && reason == CloseReason::UpstreamEnded {
             self.pending = Some(Bytes::from_static(bom_prefix(held)));
         }
-        self.tally.finish(CloseReason::UpstreamEnded);
+        self.tally.finish(reason);
         self.phase = Phase::Ended;
     }
 
@@ -573,7 +627,11 @@ mod tests {
         let body = ScriptBody::new(steps);
         let dropped = Arc::clone(&body.dropped);
         (
-            SseBody::sse(Some(body), Arc::clone(config), config.settings),
+            SseBody::sse(
+                Some(Upstream::Direct { body }),
+                Arc::clone(config),
+                config.settings,
+            ),
             dropped,
         )
     }
@@ -1006,7 +1064,9 @@ mod proptests {
         }
         steps.push(Step::Wait(Duration::from_millis(25)));
         let body = SseBody::sse(
-            Some(ScriptBody::new(steps)),
+            Some(Upstream::Direct {
+                body: ScriptBody::new(steps),
+            }),
             Arc::clone(&config),
             config.settings,
         );

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::backpressure::SlowClient;
 use crate::metrics::SseMetrics;
 use crate::scanner::LineEnd;
 use crate::shutdown::SseShutdown;
@@ -34,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) shutdown: Option<SseShutdown>,
     pub(crate) metrics: SseMetrics,
     pub(crate) bypass_compression: bool,
+    /// Used by layers in the [`Buffered`](crate::Buffered) mode.
+    pub(crate) slow_client: Option<SlowClient>,
 }
 
 /// The per-stream part of the configuration, which a [`SseOverride`](crate::SseOverride) can
@@ -69,6 +72,7 @@ impl Default for Config {
             shutdown: None,
             metrics: SseMetrics::new(),
             bypass_compression: true,
+            slow_client: None,
         }
     }
 }

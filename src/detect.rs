@@ -136,7 +136,10 @@ mod tests {
 
     #[test]
     fn accept_lists_are_searched_across_headers_and_ranges() {
-        assert!(asks_for_event_stream(&with(&ACCEPT, &["text/event-stream"])));
+        assert!(asks_for_event_stream(&with(
+            &ACCEPT,
+            &["text/event-stream"]
+        )));
         assert!(asks_for_event_stream(&with(
             &ACCEPT,
             &["text/html", "application/json,Text/Event-Stream;q=0.5"]

@@ -2,6 +2,7 @@
 //! wraps its body.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,7 +10,8 @@ use std::task::{Context, Poll, ready};
 use http::{HeaderValue, Response, StatusCode, Version, header};
 use pin_project_lite::pin_project;
 
-use crate::body::SseBody;
+use crate::backpressure::{Buffering, Unbuffered};
+use crate::body::{SseBody, Upstream};
 use crate::config::Config;
 use crate::detect::{is_encoded, is_event_stream};
 use crate::headers::fix_event_stream_headers;
@@ -21,9 +23,10 @@ struct Handled;
 
 pin_project! {
     /// The response future of [`SseService`](crate::SseService).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, M = Unbuffered> {
         #[pin]
         kind: Kind<F>,
+        mode: PhantomData<fn() -> M>,
     }
 }
 
@@ -45,7 +48,7 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, M> ResponseFuture<F, M> {
     pub(crate) const fn new(future: F, config: Arc<Config>, version: Version, head: bool) -> Self {
         Self {
             kind: Kind::Inner {
@@ -54,6 +57,7 @@ impl<F> ResponseFuture<F> {
                 version,
                 head,
             },
+            mode: PhantomData,
         }
     }
 
@@ -63,19 +67,21 @@ impl<F> ResponseFuture<F> {
                 config: Some(config),
                 version,
             },
+            mode: PhantomData,
         }
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F, M> std::fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E, M> Future for ResponseFuture<F, M>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    M: Buffering<B>,
 {
     type Output = Result<Response<SseBody<B>>, E>;
 
@@ -88,7 +94,7 @@ where
                 head,
             } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(wrap(response, config, *version, *head)))
+                Poll::Ready(Ok(wrap::<B, M>(response, config, *version, *head)))
             }
             KindProj::Drained { config, version } => {
                 let config = config.take().unwrap_or_default();
@@ -106,7 +112,7 @@ where
     }
 }
 
-fn wrap<B>(
+fn wrap<B, M: Buffering<B>>(
     response: Response<B>,
     config: &Arc<Config>,
     version: Version,
@@ -142,9 +148,18 @@ fn wrap<B>(
     if let Some(overrides) = overrides {
         overrides.apply(&mut settings);
     }
+    let upstream = match M::start(
+        body,
+        config.slow_client,
+        &config.metrics,
+        settings.heartbeat,
+    ) {
+        Ok(receiver) => Upstream::Queued { receiver },
+        Err(body) => Upstream::Direct { body },
+    };
     Response::from_parts(
         parts,
-        SseBody::sse(Some(body), Arc::clone(config), settings),
+        SseBody::sse(Some(upstream), Arc::clone(config), settings),
     )
 }
 

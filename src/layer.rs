@@ -1,10 +1,12 @@
 //! [`SseLayer`]: the configuration and the builder.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use crate::backpressure::{Buffered, SlowClient, Unbuffered};
 use crate::config::{self, Config};
 use crate::error::{InvalidComment, check_comment};
 use crate::metrics::SseMetrics;
@@ -30,12 +32,23 @@ use crate::shutdown::SseShutdown;
 /// | [`close_grace`](Self::close_grace) | 5 s |
 /// | [`shutdown`](Self::shutdown) | none (drain window 10 s) |
 /// | [`compression bypass`](Self::no_compression_bypass) | on |
+/// | [`slow_client`](Self::slow_client) | off (1 MiB, 10 s, `Disconnect` when on) |
 ///
 /// See the [module docs](crate) for an example.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[must_use]
-pub struct SseLayer {
+pub struct SseLayer<M = Unbuffered> {
     config: Arc<Config>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl Default for SseLayer {
+    fn default() -> Self {
+        Self {
+            config: Arc::default(),
+            mode: PhantomData,
+        }
+    }
 }
 
 impl SseLayer {
@@ -53,7 +66,7 @@ impl SseLayer {
     /// let service = ServiceBuilder::new()
     ///     .layer(SseLayer::new())
     ///     .service_fn(|_: Request<Full<Bytes>>| async {
-    ///         let mut response = Response::new(Full::from("data: hello\n\n"));
+    ///         let mut response = Response::new(Full::<Bytes>::from("data: hello\n\n"));
     ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
     ///         Ok::<_, std::convert::Infallible>(response)
     ///     });
@@ -68,7 +81,9 @@ impl SseLayer {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<M> SseLayer<M> {
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
@@ -170,11 +185,11 @@ impl SseLayer {
     /// use tower_sse::SseLayer;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let service = ServiceBuilder::new()
     ///     .layer(SseLayer::new().no_retry().try_initial_comment(" welcome")?)
     ///     .service_fn(|_: Request<Full<Bytes>>| async {
-    ///         let mut response = Response::new(Full::from("data: 1\n\n"));
+    ///         let mut response = Response::new(Full::<Bytes>::from("data: 1\n\n"));
     ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
     ///         Ok::<_, std::convert::Infallible>(response)
     ///     });
@@ -212,7 +227,7 @@ impl SseLayer {
     ///     .layer(SseLayer::new().retry(Duration::from_millis(1500)))
     ///     .service_fn(|_: Request<Full<Bytes>>| async {
     ///         // The upstream starts with a byte-order mark.
-    ///         let mut response = Response::new(Full::from("\u{feff}data: 1\n\n"));
+    ///         let mut response = Response::new(Full::<Bytes>::from("\u{feff}data: 1\n\n"));
     ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
     ///         Ok::<_, std::convert::Infallible>(response)
     ///     });
@@ -374,7 +389,7 @@ impl SseLayer {
     /// let service = ServiceBuilder::new()
     ///     .layer(SseLayer::new().shutdown(shutdown.clone()).retry(Duration::from_secs(2)))
     ///     .service_fn(|_: Request<Full<Bytes>>| async {
-    ///         let mut response = Response::new(Full::from("data: 1\n\n"));
+    ///         let mut response = Response::new(Full::<Bytes>::from("data: 1\n\n"));
     ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
     ///         Ok::<_, std::convert::Infallible>(response)
     ///     });
@@ -466,10 +481,36 @@ impl SseLayer {
         self.config().bypass_compression = false;
         self
     }
+
+    /// Puts a byte-bounded buffer, filled by a task of its own, between each event stream's
+    /// inner body and the client, and ends streams whose client stops reading: see the
+    /// [`backpressure` module](crate::backpressure) and [`SlowClient`].
+    ///
+    /// Event-stream bodies must then be `Send + 'static`. Default: off (nothing is spawned).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::{SlowClient, SlowClientPolicy, SseLayer};
+    ///
+    /// let layer = SseLayer::new().slow_client(
+    ///     SlowClient::new()
+    ///         .max_buffer(1024 * 1024)
+    ///         .timeout(Duration::from_secs(10))
+    ///         .policy(SlowClientPolicy::DropOldest),
+    /// );
+    /// # drop(layer);
+    /// ```
+    pub fn slow_client(mut self, slow: SlowClient) -> SseLayer<Buffered> {
+        self.config().slow_client = Some(slow);
+        SseLayer {
+            config: self.config,
+            mode: PhantomData,
+        }
+    }
 }
 
-impl<S> Layer<S> for SseLayer {
-    type Service = SseService<S>;
+impl<S, M> Layer<S> for SseLayer<M> {
+    type Service = SseService<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SseService::from_config(inner, Arc::clone(&self.config))

@@ -18,7 +18,7 @@
 //! use tower_sse::SseLayer;
 //!
 //! async fn events(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-//!     let mut response = Response::new(Full::from("id: 1\ndata: hello\n\n"));
+//!     let mut response = Response::new(Full::<Bytes>::from("id: 1\ndata: hello\n\n"));
 //!     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
 //!     Ok(response)
 //! }
@@ -120,6 +120,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backpressure;
 mod body;
 mod config;
 mod detect;
@@ -138,6 +139,7 @@ mod shutdown;
 #[cfg(test)]
 mod test_helpers;
 
+pub use backpressure::{Buffered, SlowClient, SlowClientPolicy, Unbuffered};
 pub use body::SseBody;
 pub use detect::{asks_for_event_stream, is_event_stream};
 pub use error::InvalidComment;

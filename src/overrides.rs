@@ -21,7 +21,7 @@ use crate::config::{Settings, clamp_fraction, non_zero};
 /// use tower_sse::{SseLayer, SseOverride};
 ///
 /// async fn handle(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
-///     let mut response = Response::new(Full::from("data: hi\n\n"));
+///     let mut response = Response::new(Full::<Bytes>::from("data: hi\n\n"));
 ///     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
 ///     // This stream tells clients to wait 10 s before reconnecting.
 ///     response.extensions_mut().insert(SseOverride::new().retry(Duration::from_secs(10)));

@@ -28,7 +28,7 @@ use crate::detect::is_event_stream;
 ///     .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(NotSse::new())))
 ///     .layer(SseLayer::new())
 ///     .service_fn(|_: Request<Full<Bytes>>| async {
-///         let mut response = Response::new(Full::from("data: x\n\n".repeat(100)));
+///         let mut response = Response::new(Full::<Bytes>::from("data: x\n\n".repeat(100)));
 ///         response.headers_mut().insert(header::CONTENT_TYPE, "Text/Event-Stream".parse().unwrap());
 ///         Ok::<_, std::convert::Infallible>(response)
 ///     });

@@ -1,5 +1,7 @@
 //! [`SseService`]: the middleware service.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,6 +9,7 @@ use http::header::ACCEPT_ENCODING;
 use http::{HeaderValue, Method, Request, Response};
 use tower_service::Service;
 
+use crate::backpressure::{Buffering, Unbuffered};
 use crate::body::SseBody;
 use crate::config::Config;
 use crate::detect::asks_for_event_stream;
@@ -21,10 +24,10 @@ use crate::macros::define_inner_service_accessors;
 /// service becomes `identity`; `Last-Event-ID`, `Accept` and `Cache-Control` pass unchanged.
 ///
 /// See the [module docs](crate) for an example.
-#[derive(Debug, Clone)]
-pub struct SseService<S> {
+pub struct SseService<S, M = Unbuffered> {
     inner: S,
     config: Arc<Config>,
+    mode: PhantomData<fn() -> M>,
 }
 
 impl<S> SseService<S> {
@@ -32,21 +35,43 @@ impl<S> SseService<S> {
     pub fn new(inner: S) -> Self {
         Self::from_config(inner, Arc::new(Config::default()))
     }
+}
 
+impl<S, M> SseService<S, M> {
     pub(crate) const fn from_config(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config,
+            mode: PhantomData,
+        }
     }
 
     define_inner_service_accessors!();
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S>
+impl<S: Clone, M> Clone for SseService<S, M> {
+    fn clone(&self) -> Self {
+        Self::from_config(self.inner.clone(), Arc::clone(&self.config))
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for SseService<S, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    M: Buffering<ResBody>,
 {
     type Response = Response<SseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

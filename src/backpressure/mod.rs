@@ -1,0 +1,300 @@
+//! Slow-client backpressure: a byte-bounded buffer per stream, stall detection, and policies.
+//!
+//! When a client stops reading (a phone in a tunnel, a tab in the background, a saturated link),
+//! hyper keeps its own write buffer full and stops polling the body. The producer behind it then
+//! blocks, or, with a fan-out channel, lags everyone else, or grows an unbounded queue.
+//!
+//! With [`SseLayer::slow_client`](crate::SseLayer::slow_client), each event stream gets a task
+//! that polls the inner body independently of the client and fills a queue bounded in bytes,
+//! holding frames split at event boundaries (never copied). When the client accepts no bytes for
+//! [`SlowClient::timeout`] while bytes are waiting (or a heartbeat is due), the stream is ended
+//! with [`CloseReason::SlowClient`](crate::CloseReason::SlowClient): the inner body and the queue
+//! are dropped at once, so the producer sees the client gone. What happens when the queue is full
+//! depends on the [`SlowClientPolicy`].
+//!
+//! The task ends as soon as the response body is dropped; without `slow_client`, nothing is
+//! spawned. Memory per stream is bounded by [`SlowClient::max_buffer`] plus one frame, whatever
+//! the client's speed (hyper's own write buffer and the kernel's socket buffer come on top).
+//!
+//! A stalled connection cannot be closed from inside a response body: hyper does not poll a body
+//! while its write buffer is full. The stream ends for the producer at once, and on the wire as
+//! soon as the client reads again (it then gets what was already buffered, and the end), or when
+//! the connection dies.
+//!
+//! ```
+//! use std::{convert::Infallible, time::Duration};
+//! use bytes::Bytes;
+//! use http::{header, Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_sse::{SlowClient, SlowClientPolicy, SseLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let slow = SlowClient::new()
+//!     .max_buffer(256 * 1024)
+//!     .timeout(Duration::from_secs(5))
+//!     .policy(SlowClientPolicy::Disconnect);
+//! let service = ServiceBuilder::new()
+//!     .layer(SseLayer::new().no_retry().slow_client(slow))
+//!     .service_fn(|_: Request<Full<Bytes>>| async {
+//!         let mut response = Response::new(Full::<Bytes>::from("data: 1\n\ndata: 2\n\n"));
+//!         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+//!         Ok::<_, Infallible>(response)
+//!     });
+//! let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+//! assert_eq!(body.collect().await.unwrap().to_bytes(), "data: 1\n\ndata: 2\n\n");
+//! # }
+//! ```
+
+mod pump;
+mod queue;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::time::Instant;
+
+use crate::BoxError;
+use crate::metrics::{CloseReason, SseMetrics};
+use queue::{End, Shared, Take};
+
+/// Default byte limit of a stream's buffer.
+const DEFAULT_MAX_BUFFER: usize = 1024 * 1024;
+/// Default time a client may accept nothing while bytes wait.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do when a slow client's buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowClientPolicy {
+    /// Stop pulling from the producer; when the client still accepts nothing after
+    /// [`SlowClient::timeout`], end the stream and drop the inner body. The client reconnects
+    /// with `Last-Event-ID` and the application replays what it missed.
+    ///
+    /// ```
+    /// use tower_sse::{SlowClient, SlowClientPolicy};
+    ///
+    /// let slow = SlowClient::new().policy(SlowClientPolicy::Disconnect);
+    /// # drop(slow);
+    /// ```
+    #[default]
+    Disconnect,
+    /// Discard whole events from the front of the buffer (never part of an event, never an event
+    /// already partly sent) to make room, and count them in
+    /// [`MetricsSnapshot::events_dropped`](crate::MetricsSnapshot::events_dropped). For feeds
+    /// where the newest events matter most.
+    ///
+    /// ```
+    /// use tower_sse::{SlowClient, SlowClientPolicy};
+    ///
+    /// let slow = SlowClient::new().policy(SlowClientPolicy::DropOldest);
+    /// # drop(slow);
+    /// ```
+    DropOldest,
+    /// Keep only the newest queued event of each event type (the `event:` field, `message` by
+    /// default), counting the others in
+    /// [`MetricsSnapshot::events_coalesced`](crate::MetricsSnapshot::events_coalesced): a progress
+    /// bar jumps from 40 % to 55 %. Events of types not repeated are kept.
+    ///
+    /// ```
+    /// use tower_sse::{SlowClient, SlowClientPolicy};
+    ///
+    /// let slow = SlowClient::new().policy(SlowClientPolicy::LatestPerType);
+    /// # drop(slow);
+    /// ```
+    LatestPerType,
+}
+
+/// Slow-client handling: the buffer's byte limit, the stall timeout and the policy.
+///
+/// Under every policy, a client that accepts nothing at all (no data, no heartbeat) for
+/// [`timeout`](Self::timeout) while something waits for it is disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SlowClient {
+    pub(crate) max_buffer: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) policy: SlowClientPolicy,
+}
+
+impl Default for SlowClient {
+    fn default() -> Self {
+        Self {
+            max_buffer: DEFAULT_MAX_BUFFER,
+            timeout: DEFAULT_TIMEOUT,
+            policy: SlowClientPolicy::Disconnect,
+        }
+    }
+}
+
+impl SlowClient {
+    /// Creates a new [`SlowClient`]: 1 MiB buffer, 10 s stall timeout, policy `Disconnect`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most bytes a stream's buffer holds (one frame more at most). Default: 1 MiB. Zero
+    /// holds one frame at a time.
+    ///
+    /// ```
+    /// use tower_sse::SlowClient;
+    ///
+    /// let slow = SlowClient::new().max_buffer(64 * 1024);
+    /// # drop(slow);
+    /// ```
+    #[must_use]
+    pub const fn max_buffer(mut self, bytes: usize) -> Self {
+        self.max_buffer = bytes;
+        self
+    }
+
+    /// How long a client may accept nothing while bytes wait (or a heartbeat is due) before
+    /// the stream is ended. Default: 10 s. Zero ends a stream as soon as the client lags.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SlowClient;
+    ///
+    /// let slow = SlowClient::new().timeout(Duration::from_secs(5));
+    /// # drop(slow);
+    /// ```
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do when the buffer is full. Default: [`SlowClientPolicy::Disconnect`].
+    ///
+    /// ```
+    /// use tower_sse::{SlowClient, SlowClientPolicy};
+    ///
+    /// let slow = SlowClient::new().policy(SlowClientPolicy::LatestPerType);
+    /// # drop(slow);
+    /// ```
+    #[must_use]
+    pub const fn policy(mut self, policy: SlowClientPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+/// The [`SseLayer`](crate::SseLayer) mode without a slow-client buffer (the default): the body
+/// polls the inner body directly and nothing is spawned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unbuffered(());
+
+/// The [`SseLayer`](crate::SseLayer) mode with a slow-client buffer, chosen by
+/// [`SseLayer::slow_client`](crate::SseLayer::slow_client). Event-stream bodies must be
+/// `Send + 'static`: a task polls them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffered(());
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Unbuffered {}
+    impl Sealed for super::Buffered {}
+}
+
+/// How an event stream's inner body is polled: directly ([`Unbuffered`]) or by a pump task
+/// through a bounded buffer ([`Buffered`]). Sealed.
+pub trait Buffering<B>: sealed::Sealed {
+    /// Starts the pump for `body`, or gives the body back to be polled directly.
+    #[doc(hidden)]
+    fn start(
+        body: B,
+        slow: Option<SlowClient>,
+        metrics: &SseMetrics,
+        heartbeat: Option<Duration>,
+    ) -> Result<Receiver, B>;
+}
+
+impl<B> Buffering<B> for Unbuffered {
+    fn start(
+        body: B,
+        _: Option<SlowClient>,
+        _: &SseMetrics,
+        _: Option<Duration>,
+    ) -> Result<Receiver, B> {
+        Err(body)
+    }
+}
+
+impl<B> Buffering<B> for Buffered
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn start(
+        body: B,
+        slow: Option<SlowClient>,
+        metrics: &SseMetrics,
+        heartbeat: Option<Duration>,
+    ) -> Result<Receiver, B> {
+        let Some(slow) = slow else {
+            return Err(body);
+        };
+        let shared = Shared::new(slow, metrics.clone());
+        tokio::spawn(pump::pump(body, Arc::clone(&shared), heartbeat));
+        Ok(Receiver { shared })
+    }
+}
+
+/// The receiving end of a slow-client buffer, polled by [`SseBody`](crate::SseBody). Dropping it
+/// ends the pump task and drops the inner body.
+#[doc(hidden)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    pub(crate) fn poll_frame(
+        &self,
+        cx: &Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut state = self.shared.lock();
+        match state.poll_take(cx, &self.shared, Instant::now()) {
+            Poll::Ready(Some(Ok(Take::Data(bytes)))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Ok(Take::Trailers(trailers)))) => {
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The client accepted bytes the layer wrote itself (a heartbeat, a hint).
+    pub(crate) fn touch(&self) {
+        self.shared.lock().last_progress = Instant::now();
+    }
+
+    /// Why the buffered upstream ended.
+    pub(crate) fn end_reason(&self) -> CloseReason {
+        match self.shared.lock().end {
+            Some(End::SlowClient) => CloseReason::SlowClient,
+            _ => CloseReason::UpstreamEnded,
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_gone = true;
+        state.clear(&self.shared);
+        state.wake_producer();
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,144 @@
+//! The pump: a task that polls the inner body independently of the client and fills the queue.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::Body;
+use tokio::time::{Instant, Sleep};
+
+use super::queue::{End, Shared};
+use crate::BoxError;
+use crate::scanner::Scanner;
+
+/// Runs until the upstream ends, the client stalls, or the receiving body is dropped; then drops
+/// the upstream at once.
+pub(crate) async fn pump<B>(body: B, shared: Arc<Shared>, heartbeat: Option<std::time::Duration>)
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut scanner = Scanner::new();
+    let mut cuts: Vec<usize> = Vec::new();
+    poll_fn(|cx| {
+        poll_pump(
+            body.as_mut(),
+            timer.as_mut(),
+            &shared,
+            &mut scanner,
+            &mut cuts,
+            heartbeat,
+            cx,
+        )
+    })
+    .await;
+}
+
+fn poll_pump<B>(
+    mut body: std::pin::Pin<&mut B>,
+    mut timer: std::pin::Pin<&mut Sleep>,
+    shared: &Shared,
+    scanner: &mut Scanner,
+    cuts: &mut Vec<usize>,
+    heartbeat: Option<std::time::Duration>,
+    cx: &mut Context<'_>,
+) -> Poll<()>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let mut state = shared.lock();
+        if state.receiver_gone {
+            state.clear(shared);
+            return Poll::Ready(());
+        }
+        // Stall: bytes are waiting (or a heartbeat is due) and the client took nothing.
+        let now = Instant::now();
+        let stall_at = if state.is_empty() {
+            heartbeat.map(|interval| state.last_progress + interval + shared.slow.timeout)
+        } else {
+            Some(state.last_progress + shared.slow.timeout)
+        };
+        if let Some(at) = stall_at {
+            if now >= at {
+                state.clear(shared);
+                state.end = Some(End::SlowClient);
+                state.wake_consumer();
+                return Poll::Ready(());
+            }
+        }
+        state.register_producer(cx);
+        let room = state.has_room(&shared.slow);
+        state.producer_blocked = !room;
+        drop(state);
+
+        if room {
+            match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(mut data) => {
+                            let data = data.copy_to_bytes(data.remaining());
+                            enqueue(data, shared, scanner, cuts, now);
+                            continue;
+                        }
+                        Err(frame) => frame,
+                    };
+                    if let Ok(trailers) = frame.into_trailers() {
+                        return finish(shared, End::Ended(Some(trailers)));
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(error))) => return finish(shared, End::Error(error.into())),
+                Poll::Ready(None) => return finish(shared, End::Ended(None)),
+                Poll::Pending => {}
+            }
+        }
+
+        // Waiting for the upstream, or for the client to make room: watch for a stall.
+        // The timer is re-armed lazily: progress only moves `last_progress`, and a timer that
+        // fires early is reset to what is left.
+        if let Some(at) = stall_at {
+            if timer.deadline() > at || timer.is_elapsed() {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                continue;
+            }
+        }
+        return Poll::Pending;
+    }
+}
+
+fn enqueue(
+    data: Bytes,
+    shared: &Shared,
+    scanner: &mut Scanner,
+    cuts: &mut Vec<usize>,
+    now: Instant,
+) {
+    cuts.clear();
+    scanner.feed_with_boundaries(&data, |at| cuts.push(at));
+    let mut state = shared.lock();
+    let mut rest = data;
+    let mut taken = 0;
+    for &cut in cuts.iter() {
+        let piece = rest.split_to(cut - taken);
+        taken = cut;
+        state.push(piece, true, shared, now);
+    }
+    state.push(rest, false, shared, now);
+    state.make_room(shared);
+    state.wake_consumer();
+}
+
+fn finish(shared: &Shared, end: End) -> Poll<()> {
+    let mut state = shared.lock();
+    state.end = Some(end);
+    state.wake_consumer();
+    Poll::Ready(())
+}
