@@ -3,6 +3,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -90,6 +91,13 @@ impl<B> Upstream<B> {
             receiver.touch();
         }
     }
+
+    fn closed_elsewhere(&self) -> Option<Arc<AtomicBool>> {
+        match self {
+            Self::Direct { .. } => None,
+            Self::Queued { receiver } => Some(receiver.closed_flag()),
+        }
+    }
 }
 
 impl<B> SseBody<B> {
@@ -102,10 +110,11 @@ impl<B> SseBody<B> {
 
     /// An event stream over `body` (`None`: a stream that ends at once, as during a drain).
     pub(crate) fn sse(body: Option<Upstream<B>>, config: Arc<Config>, settings: Settings) -> Self {
+        let closed_elsewhere = body.as_ref().and_then(Upstream::closed_elsewhere);
         Self {
             inner: Inner::Sse {
                 body,
-                stream: Box::pin(Stream::new(config, settings)),
+                stream: Box::pin(Stream::new(config, settings, closed_elsewhere)),
             },
         }
     }
@@ -215,7 +224,11 @@ struct State {
 }
 
 impl Stream {
-    fn new(config: Arc<Config>, settings: Settings) -> Self {
+    fn new(
+        config: Arc<Config>,
+        settings: Settings,
+        closed_elsewhere: Option<Arc<AtomicBool>>,
+    ) -> Self {
         let now = Instant::now();
         let drain = config.shutdown.as_ref().map(crate::SseShutdown::notified);
         let mut state = State {
@@ -229,7 +242,7 @@ impl Stream {
                 .max_lifetime
                 .map(|lifetime| now + config::shortened(lifetime, settings.lifetime_jitter)),
             drain_at: None,
-            tally: Tally::new(config.metrics.clone(), now),
+            tally: Tally::new(config.metrics.clone(), now, closed_elsewhere),
             config,
         };
         // The waiter above was created first: a drain that starts now is not missed. A stream
@@ -534,10 +547,12 @@ struct Tally {
     events: u64,
     heartbeats: u64,
     reason: Option<CloseReason>,
+    /// Set when the slow-client pump already counted this stream's close.
+    closed_elsewhere: Option<Arc<AtomicBool>>,
 }
 
 impl Tally {
-    fn new(metrics: SseMetrics, now: Instant) -> Self {
+    fn new(metrics: SseMetrics, now: Instant, closed_elsewhere: Option<Arc<AtomicBool>>) -> Self {
         metrics.opened();
         tracing::debug!(target: "tower_sse", "sse stream opened");
         Self {
@@ -547,6 +562,7 @@ impl Tally {
             events: 0,
             heartbeats: 0,
             reason: None,
+            closed_elsewhere,
         }
     }
 
@@ -585,6 +601,14 @@ impl Tally {
         if self.reason.is_some() {
             return;
         }
+        if self
+            .closed_elsewhere
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+        {
+            self.reason = Some(CloseReason::SlowClient);
+            return;
+        }
         self.reason = Some(reason);
         self.metrics.closed(reason);
         let duration: Duration = self.opened.elapsed();
@@ -608,7 +632,6 @@ mod tests {
     use crate::test_helpers::sse_parser::parse;
     use crate::test_helpers::{ScriptBody, Step};
     use http_body_util::BodyExt;
-    use std::sync::atomic::Ordering;
 
     const S: Duration = Duration::from_secs(1);
 

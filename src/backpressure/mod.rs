@@ -275,6 +275,11 @@ impl Receiver {
         self.shared.lock().last_progress = Instant::now();
     }
 
+    /// Set once the pump counted the stream's close (slow client).
+    pub(crate) fn closed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.shared.closed)
+    }
+
     /// Why the buffered upstream ended.
     pub(crate) fn end_reason(&self) -> CloseReason {
         match self.shared.lock().end {
@@ -296,5 +301,237 @@ impl Drop for Receiver {
 impl fmt::Debug for Receiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::SseBody;
+    use crate::test_helpers::sse_parser::parse;
+    use crate::{SseLayer, SseMetrics};
+    use http::{Request, Response, header};
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
+    type Sender = http_body_util::channel::Sender<Bytes, std::convert::Infallible>;
+
+    /// A service whose one SSE response is fed by the returned sender.
+    async fn stream(
+        layer: SseLayer<Buffered>,
+    ) -> (
+        Sender,
+        SseBody<http_body_util::channel::Channel<Bytes, std::convert::Infallible>>,
+    ) {
+        let (tx, body) = http_body_util::channel::Channel::new(4);
+        let body = std::sync::Mutex::new(Some(body));
+        let mut service =
+            tower::ServiceBuilder::new()
+                .layer(layer)
+                .service_fn(move |_: Request<()>| {
+                    let body = body.lock().unwrap().take().unwrap();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header(header::CONTENT_TYPE, "text/event-stream")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        (tx, response.into_body())
+    }
+
+    fn layer(slow: SlowClient, metrics: &SseMetrics) -> SseLayer<Buffered> {
+        SseLayer::new()
+            .no_retry()
+            .no_heartbeat()
+            .metrics(metrics.clone())
+            .slow_client(slow)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_is_disconnected_after_the_timeout() {
+        let metrics = SseMetrics::new();
+        let slow = SlowClient::new()
+            .max_buffer(1000)
+            .timeout(Duration::from_secs(5));
+        let (mut tx, body) = stream(layer(slow, &metrics)).await;
+        let start = Instant::now();
+        let frame = Bytes::from(format!("data: {}\n\n", "x".repeat(90)));
+        let mut peak = 0;
+        // The producer sends as fast as it may; the body is never polled.
+        while tx.send_data(frame.clone()).await.is_ok() {
+            peak = peak.max(metrics.snapshot().queued_bytes);
+            assert!(
+                start.elapsed() <= Duration::from_secs(6),
+                "never disconnected"
+            );
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(6),
+            "{elapsed:?}"
+        );
+        assert!(peak <= 1000 + frame.len() as u64, "peak {peak}");
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.closed(CloseReason::SlowClient), 1);
+        assert_eq!(snapshot.queued_bytes, 0);
+        assert_eq!(snapshot.open_streams, 0);
+        // When the client reads again, the stream ends cleanly.
+        assert!(body.collect().await.is_ok());
+        assert_eq!(metrics.snapshot().closed_total(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_reading_is_never_disconnected() {
+        let metrics = SseMetrics::new();
+        let slow = SlowClient::new()
+            .max_buffer(100)
+            .timeout(Duration::from_secs(1));
+        let (mut tx, mut body) = stream(layer(slow, &metrics)).await;
+        let producer = tokio::spawn(async move {
+            for i in 0..200 {
+                tx.send_data(Bytes::from(format!("data: {i}\n\n")))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        producer.await.unwrap();
+        assert_eq!(parse(&out).events.len(), 200);
+        assert_eq!(metrics.snapshot().closed(CloseReason::UpstreamEnded), 1);
+    }
+
+    async fn slow_reader(
+        policy: SlowClientPolicy,
+        events: &[(&str, usize)],
+    ) -> (Vec<u8>, SseMetrics) {
+        let metrics = SseMetrics::new();
+        let slow = SlowClient::new()
+            .max_buffer(200)
+            .timeout(Duration::from_secs(30))
+            .policy(policy);
+        let (mut tx, mut body) = stream(layer(slow, &metrics)).await;
+        let script: Vec<String> = events
+            .iter()
+            .map(|(kind, n)| {
+                format!(
+                    "event: {kind}\nid: {n}\ndata: {kind} {n} {}\n\n",
+                    "p".repeat(20)
+                )
+            })
+            .collect();
+        let producer = tokio::spawn(async move {
+            for event in script {
+                // Split each event over two frames.
+                let (a, b) = event.split_at(event.len() / 2);
+                tx.send_data(Bytes::from(a.to_owned())).await.unwrap();
+                tx.send_data(Bytes::from(b.to_owned())).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        producer.await.unwrap();
+        (out, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_oldest_delivers_only_whole_events_and_the_newest() {
+        let events: Vec<(&str, usize)> = (0..100).map(|n| ("tick", n)).collect();
+        let (out, metrics) = slow_reader(SlowClientPolicy::DropOldest, &events).await;
+        let parsed = parse(&out);
+        let snapshot = metrics.snapshot();
+        assert!(snapshot.events_dropped > 0);
+        assert_eq!(parsed.events.len() as u64 + snapshot.events_dropped, 100);
+        let mut last = None;
+        for event in &parsed.events {
+            let n: usize = event.last_event_id.parse().unwrap();
+            assert_eq!(event.data, format!("tick {n} {}", "p".repeat(20)));
+            assert!(last < Some(n));
+            last = Some(n);
+        }
+        assert_eq!(last, Some(99));
+        assert_eq!(snapshot.queued_bytes, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latest_per_type_keeps_the_newest_event_of_each_type() {
+        let mut events = Vec::new();
+        for n in 0..60 {
+            events.push(("progress", n));
+            if n % 20 == 0 {
+                events.push(("failure", n));
+            }
+        }
+        let (out, metrics) = slow_reader(SlowClientPolicy::LatestPerType, &events).await;
+        let parsed = parse(&out);
+        let snapshot = metrics.snapshot();
+        assert!(snapshot.events_coalesced > 0);
+        assert_eq!(
+            parsed.events.len() as u64 + snapshot.events_coalesced,
+            events.len() as u64
+        );
+        // Every failure arrives (never repeated often enough to coalesce), the last progress too.
+        let failures: Vec<&str> = parsed
+            .events
+            .iter()
+            .filter(|e| e.event_type == "failure")
+            .map(|e| e.last_event_id.as_str())
+            .collect();
+        assert_eq!(failures, ["0", "20", "40"]);
+        let last_progress = parsed
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.event_type == "progress")
+            .unwrap();
+        assert_eq!(last_progress.last_event_id, "59");
+        for event in &parsed.events {
+            assert!(event.data.ends_with(&"p".repeat(20)), "{event:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_body_ends_the_pump_and_drops_the_inner_body() {
+        let metrics = SseMetrics::new();
+        let (mut tx, body) = stream(layer(SlowClient::new(), &metrics)).await;
+        tx.send_data(Bytes::from_static(b"data: 1\n\n"))
+            .await
+            .unwrap();
+        drop(body);
+        // The pump drops the inner body: the sender sees the receiver gone.
+        let mut closed = false;
+        for _ in 0..100 {
+            if tx
+                .send_data(Bytes::from_static(b"data: 2\n\n"))
+                .await
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(closed);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.closed(CloseReason::ClientGone), 1);
+        assert_eq!(snapshot.queued_bytes, 0);
     }
 }

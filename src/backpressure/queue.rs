@@ -1,6 +1,7 @@
 //! The byte-bounded queue of whole events between the pump task and the response body.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) slow: SlowClient,
     pub(crate) metrics: SseMetrics,
+    /// Set once the pump ended the stream for a slow client and counted it.
+    pub(crate) closed: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             }),
             slow,
             metrics,
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
