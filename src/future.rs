@@ -119,11 +119,13 @@ fn wrap<B, M: Buffering<B>>(
     head: bool,
 ) -> Response<SseBody<B>> {
     let (mut parts, body) = response.into_parts();
+    // The common case first: one header lookup decides for every other response.
+    if !is_event_stream(&parts.headers) || !carries_a_stream(parts.status) {
+        return Response::from_parts(parts, SseBody::passthrough(body));
+    }
     let overrides = parts.extensions.get::<SseOverride>().cloned();
     if parts.extensions.get::<Handled>().is_some()
         || overrides.as_ref().is_some_and(SseOverride::is_skip)
-        || !is_event_stream(&parts.headers)
-        || !carries_a_stream(parts.status)
     {
         return Response::from_parts(parts, SseBody::passthrough(body));
     }
