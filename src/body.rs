@@ -342,14 +342,14 @@ impl Stream {
                 }
             }
 
-            if let Some(drain) = this.drain.as_mut().as_pin_mut() {
-                if drain.poll(cx).is_ready() {
-                    this.drain.set(None);
-                    let now = Instant::now();
-                    let started = state.config.shutdown.as_ref().and_then(|s| s.started());
-                    state.on_drain(started.unwrap_or(now), now);
-                    continue;
-                }
+            if let Some(drain) = this.drain.as_mut().as_pin_mut()
+                && drain.poll(cx).is_ready()
+            {
+                this.drain.set(None);
+                let now = Instant::now();
+                let started = state.config.shutdown.as_ref().and_then(|s| s.started());
+                state.on_drain(started.unwrap_or(now), now);
+                continue;
             }
 
             let Some(deadline) = state.next_deadline() else {
@@ -360,10 +360,10 @@ impl Stream {
                 Some(timer) => timer.reset(deadline),
                 None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
             }
-            if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                if timer.poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                && timer.poll(cx).is_pending()
+            {
+                return Poll::Pending;
             }
             // The timer fired: act on what is due, then re-arm it for what is left.
             let now = Instant::now();
@@ -385,12 +385,12 @@ impl State {
     /// First poll: the opening lines, unless a drain already wants the stream gone.
     fn open(&mut self) {
         self.phase = Phase::Open;
-        if let Some((at, _)) = self.drain_at {
-            if at <= Instant::now() {
-                // Opened during a drain: a jittered `retry:` and a clean end, nothing else.
-                self.end(CloseReason::Shutdown);
-                return;
-            }
+        if let Some((at, _)) = self.drain_at
+            && at <= Instant::now()
+        {
+            // Opened during a drain: a jittered `retry:` and a clean end, nothing else.
+            self.end(CloseReason::Shutdown);
+            return;
         }
         let retry = self
             .settings
@@ -496,43 +496,43 @@ impl State {
         if self.phase == Phase::Ended {
             return;
         }
-        if let Some(limit) = self.settings.idle_timeout {
-            if now >= self.last_upstream + limit {
-                // The upstream is silent: waiting for a boundary is pointless.
-                self.end(CloseReason::IdleTimeout);
-                return;
-            }
+        if let Some(limit) = self.settings.idle_timeout
+            && now >= self.last_upstream + limit
+        {
+            // The upstream is silent: waiting for a boundary is pointless.
+            self.end(CloseReason::IdleTimeout);
+            return;
         }
-        if let Phase::Closing { reason, deadline } = self.phase {
-            if now >= deadline {
-                // No event boundary within the grace: cut (the client drops the partial event).
-                self.end(reason);
-                return;
-            }
+        if let Phase::Closing { reason, deadline } = self.phase
+            && now >= deadline
+        {
+            // No event boundary within the grace: cut (the client drops the partial event).
+            self.end(reason);
+            return;
         }
-        if let Some(at) = self.lifetime_at {
-            if now >= at {
-                self.lifetime_at = None;
-                self.close(CloseReason::Lifetime, now + self.settings.close_grace);
-            }
+        if let Some(at) = self.lifetime_at
+            && now >= at
+        {
+            self.lifetime_at = None;
+            self.close(CloseReason::Lifetime, now + self.settings.close_grace);
         }
-        if let Some((at, window_end)) = self.drain_at {
-            if now >= at {
-                self.drain_at = None;
-                self.close(CloseReason::Shutdown, window_end.max(now));
-            }
+        if let Some((at, window_end)) = self.drain_at
+            && now >= at
+        {
+            self.drain_at = None;
+            self.close(CloseReason::Shutdown, window_end.max(now));
         }
-        if let Some(interval) = self.settings.heartbeat {
-            if now >= self.last_output + interval {
-                self.last_output = now;
-                match self.scanner.injection() {
-                    Some(line_end) => {
-                        self.scanner.injected();
-                        self.tally.heartbeat();
-                        self.pending = Some(self.config.heartbeat_line(line_end));
-                    }
-                    None => self.tally.heartbeat_skipped(),
+        if let Some(interval) = self.settings.heartbeat
+            && now >= self.last_output + interval
+        {
+            self.last_output = now;
+            match self.scanner.injection() {
+                Some(line_end) => {
+                    self.scanner.injected();
+                    self.tally.heartbeat();
+                    self.pending = Some(self.config.heartbeat_line(line_end));
                 }
+                None => self.tally.heartbeat_skipped(),
             }
         }
     }

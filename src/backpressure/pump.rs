@@ -64,28 +64,28 @@ where
         } else {
             Some(state.last_progress + shared.slow.timeout)
         };
-        if let Some(at) = stall_at {
-            if now >= at {
-                let queued = state.bytes;
-                state.clear(shared);
-                state.end = Some(End::SlowClient);
-                state.wake_consumer();
-                // Counted here, not when the body is dropped: a stalled connection may keep the
-                // body alive long after the stream is over for the producer. The flag is set
-                // under the lock, so the body's own count (after `receiver_gone`) sees it.
-                shared
-                    .closed
-                    .store(true, std::sync::atomic::Ordering::Release);
-                drop(state);
-                shared.metrics.closed(crate::CloseReason::SlowClient);
-                tracing::debug!(
-                    target: "tower_sse",
-                    reason = crate::CloseReason::SlowClient.as_str(),
-                    queued_bytes = queued,
-                    "sse stream closed"
-                );
-                return Poll::Ready(());
-            }
+        if let Some(at) = stall_at
+            && now >= at
+        {
+            let queued = state.bytes;
+            state.clear(shared);
+            state.end = Some(End::SlowClient);
+            state.wake_consumer();
+            // Counted here, not when the body is dropped: a stalled connection may keep the
+            // body alive long after the stream is over for the producer. The flag is set
+            // under the lock, so the body's own count (after `receiver_gone`) sees it.
+            shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+            drop(state);
+            shared.metrics.closed(crate::CloseReason::SlowClient);
+            tracing::debug!(
+                target: "tower_sse",
+                reason = crate::CloseReason::SlowClient.as_str(),
+                queued_bytes = queued,
+                "sse stream closed"
+            );
+            return Poll::Ready(());
         }
         state.register_producer(cx);
         let room = state.has_room(&shared.slow);

@@ -303,13 +303,13 @@ fn event_kind(pieces: &VecDeque<Bytes>) -> Option<u64> {
     let mut data = false;
     let mut after_cr = false;
     let finish_line = |line: &mut Vec<u8>, event_type: &mut Vec<u8>, data: &mut bool| {
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(0) => (&line[..0], &line[..0]),
+        let (name, value): (&[u8], &[u8]) = match line.iter().position(|&b| b == b':') {
             Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                let (name, rest) = line.split_at(colon);
+                let value = rest.get(1..).unwrap_or_default();
+                (name, value.strip_prefix(b" ").unwrap_or(value))
             }
-            None => (&line[..], &line[..0]),
+            None => (line.as_slice(), &[]),
         };
         if name == b"data" {
             *data = true;

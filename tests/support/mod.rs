@@ -89,10 +89,10 @@ pub async fn raw_exchange(
             Ok(Ok(0)) | Err(_) => break,
             Ok(Ok(n)) => {
                 out.extend_from_slice(&buf[..n]);
-                if let Some(needle) = until {
-                    if out.windows(needle.len()).any(|w| w == needle) {
-                        break;
-                    }
+                if let Some(needle) = until
+                    && out.windows(needle.len()).any(|w| w == needle)
+                {
+                    break;
                 }
             }
             Ok(Err(_)) => break,
