@@ -16,6 +16,17 @@
 //! spawned. Memory per stream is bounded by [`SlowClient::max_buffer`] plus one frame, whatever
 //! the client's speed (hyper's own write buffer and the kernel's socket buffer come on top).
 //!
+//! # Choosing the timeout
+//!
+//! The layer sees a client's progress as hyper taking bytes from the body; the kernel's socket
+//! send buffer sits in between. Linux grows that buffer up to `net.ipv4.tcp_wmem`'s maximum
+//! (4 MiB by default) and reports the socket writable again only after about a third of it has
+//! drained. A client that reads steadily but slowly can therefore look stalled: at 200 KB/s,
+//! draining 1.3 MB takes about 7 s, longer than a 5 s timeout. Pick a timeout above
+//! `send buffer / 3 / slowest read rate you accept`, or give the listening socket a fixed send
+//! buffer (`tokio::net::TcpSocket::set_send_buffer_size`, which also keeps stale events out of the
+//! kernel so that `DropOldest` and `LatestPerType` act on more of the backlog).
+//!
 //! A stalled connection cannot be closed from inside a response body: hyper does not poll a body
 //! while its write buffer is full. The stream ends for the producer at once, and on the wire as
 //! soon as the client reads again (it then gets what was already buffered, and the end), or when

@@ -83,7 +83,8 @@ pub async fn raw_exchange(
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 8192];
-    loop {
+    // `timeout_at` never fires while reads keep succeeding at once: check between reads too.
+    while tokio::time::Instant::now() < deadline {
         let read = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await;
         match read {
             Ok(Ok(0)) | Err(_) => break,
