@@ -1,0 +1,657 @@
+//! The `proxy` example as a real process in front of a real upstream, both on loopback.
+//!
+//! The tests run the example's binary, `target/<profile>/examples/proxy`. A plain `cargo test`
+//! builds it along with the tests; `cargo test --test proxy` does not, so when the binary is
+//! missing, or older than the example's or the crate's sources, the first test that needs it
+//! runs `cargo build --example proxy` (same profile and target directory) and the others wait.
+//! Every proxy is started with `--listen 127.0.0.1:0`, prints `listening on http://ADDR, ...` as
+//! its first stdout line, and is killed when its guard is dropped.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use support::{dechunk, raw_exchange, split_head};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdout, Command};
+
+// ---------------------------------------------------------------------------------------------
+// The upstream
+
+/// What the upstream's `/events` sends, one entry per frame, ~75 ms apart: ids, an event that
+/// echoes the `Last-Event-ID` it received, CRLF lines, a comment, an event split across frames.
+fn upstream_frames(last_event_id: Option<&str>) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(b"id: 1\ndata: first\n\n"),
+        Bytes::from(format!(
+            "event: echo\ndata: last-event-id={}\n\n",
+            last_event_id.unwrap_or("none")
+        )),
+        Bytes::from_static(b": upstream comment\r\nid: 2\r\ndata: second\r\n\r\n"),
+        Bytes::from_static(b"id: 3\ndata: fo"),
+        Bytes::from_static(b"ur\n\n"),
+    ]
+}
+
+fn upstream_bytes(last_event_id: Option<&str>) -> Vec<u8> {
+    upstream_frames(last_event_id).concat()
+}
+
+/// The upstream's `/json`: gzip-compressed JSON, made once.
+fn gzip_json() -> &'static [u8] {
+    static GZ: OnceLock<Vec<u8>> = OnceLock::new();
+    GZ.get_or_init(|| {
+        let items: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"id":{i},"name":"item {i}"}}"#))
+            .collect();
+        let json = format!(r#"{{"items":[{}]}}"#, items.join(","));
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(json.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    })
+}
+
+/// The request heads the upstream received: path and query, headers.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+
+type UpstreamBody = Either<http_body_util::channel::Channel<Bytes, Infallible>, Full<Bytes>>;
+
+/// Serves `/events` (add `?hold` to keep the stream open after the last frame) and `/json`.
+async fn upstream() -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let record = Arc::clone(&seen);
+    let service = support::service_fn(move |request: Request<Incoming>| {
+        let record = Arc::clone(&record);
+        async move {
+            let target = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned();
+            record
+                .lock()
+                .unwrap()
+                .push((target.clone(), request.headers().clone()));
+            Ok::<_, Infallible>(answer(&target, request.headers()))
+        }
+    });
+    (support::serve(service).await, seen)
+}
+
+fn answer(target: &str, headers: &HeaderMap) -> Response<UpstreamBody> {
+    match target {
+        "/events" | "/events?hold" => {
+            let last_event_id = headers
+                .get("last-event-id")
+                .and_then(|value| value.to_str().ok());
+            let frames = upstream_frames(last_event_id);
+            let hold = target.ends_with("?hold");
+            let (mut tx, response) = support::sse_channel();
+            tokio::spawn(async move {
+                for (i, frame) in frames.into_iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(75)).await;
+                    }
+                    if tx.send_data(frame).await.is_err() {
+                        return;
+                    }
+                }
+                if hold {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            });
+            response.map(Either::Left)
+        }
+        "/json" => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .header(header::CONTENT_LENGTH, gzip_json().len())
+            .body(Either::Right(Full::from(gzip_json())))
+            .unwrap(),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Either::Right(Full::default()))
+            .unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy process
+
+/// A running proxy; killed on drop.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, flags: &[&str]) -> Self {
+        let mut child = Command::new(proxy_binary())
+            .args(["--listen", "127.0.0.1:0", "--upstream"])
+            .arg(format!("http://{upstream}"))
+            .args(flags)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the proxy example");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = Arc::clone(&stderr);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(5), stdout.next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(first) = first else {
+            panic!(
+                "the proxy printed no `listening on` line; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        let addr = first
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
+        assert!(
+            first.ends_with(&format!(", proxying to http://{upstream}")),
+            "{first}"
+        );
+        Self {
+            child,
+            addr,
+            stderr,
+            _stdout: stdout,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The log once it contains `needle` (it is read from the pipe by another task), or after
+    /// a second, whatever it holds then.
+    async fn log_with(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The example's binary, built (once per test run) when missing or older than its sources.
+fn proxy_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // This test is `target/<profile>/deps/proxy-HASH`; the example is
+        // `target/<profile>/examples/proxy`.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
+        if is_stale(&binary) {
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--example", "proxy", "--manifest-path"])
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                cargo.arg("--release");
+            }
+            if let Some(target_dir) = profile_dir.parent() {
+                cargo.arg("--target-dir").arg(target_dir);
+            }
+            let status = cargo.status().expect("cannot run cargo");
+            assert!(status.success(), "`cargo build --example proxy` failed");
+        }
+        binary
+    })
+}
+
+/// Whether `binary` is missing or older than the example, the crate's sources or the manifest.
+fn is_stale(binary: &Path) -> bool {
+    let Some(built) = modified(binary) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = vec![root.join("examples/proxy.rs"), root.join("Cargo.toml")];
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                sources.push(path);
+            }
+        }
+    }
+    sources
+        .iter()
+        .any(|source| modified(source).is_some_and(|time| time > built))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const SSE_REQUEST: &str = "GET /events HTTP/1.1\r\nHost: proxy.test\r\n\
+                           Accept: text/event-stream\r\nConnection: close\r\n\r\n";
+
+/// Sends a raw HTTP/1.1 request and reads until the proxy closes the connection.
+async fn exchange(proxy: &Proxy, request: &str) -> (String, Vec<u8>) {
+    let raw = raw_exchange(proxy.addr, request.as_bytes(), None, Duration::from_secs(4)).await;
+    assert!(!raw.is_empty(), "no response; proxy log:\n{}", proxy.log());
+    let (head, body) = split_head(&raw);
+    (head.to_ascii_lowercase(), body)
+}
+
+/// The value of header `name` (lowercase) in a lowercased response head.
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The dechunked body read so far, and whether the last chunk was seen.
+fn body_so_far(raw: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(dechunk(&raw[end + 4..]))
+}
+
+/// Reads from `stream` into `raw` until `done` holds, the connection closes, or `timeout`.
+async fn read_until(
+    stream: &mut TcpStream,
+    raw: &mut Vec<u8>,
+    timeout: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while !done(raw) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return done(raw),
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn an_event_stream_gets_sse_headers_and_the_default_retry_hint_before_the_upstream_bytes() {
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(upstream, &[]).await;
+    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    let cache_control = header_value(&head, "cache-control").unwrap_or_default();
+    assert!(cache_control.contains("no-cache"), "{head}");
+    assert!(cache_control.contains("no-transform"), "{head}");
+    assert_eq!(
+        header_value(&head, "x-accel-buffering"),
+        Some("no"),
+        "{head}"
+    );
+    assert_eq!(
+        header_value(&head, "content-type"),
+        Some("text/event-stream"),
+        "{head}"
+    );
+    assert!(header_value(&head, "content-length").is_none(), "{head}");
+    assert!(header_value(&head, "keep-alive").is_none(), "{head}");
+
+    let (data, complete) = dechunk(&body);
+    assert!(
+        complete,
+        "no last chunk: {:?}",
+        String::from_utf8_lossy(&data)
+    );
+    let mut expected = b"retry: 3000\n".to_vec();
+    expected.extend_from_slice(&upstream_bytes(None));
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        String::from_utf8_lossy(&expected)
+    );
+    let log = proxy.log_with("sse stream opened").await;
+    assert!(log.contains("sse stream opened"), "{log}");
+}
+
+#[tokio::test]
+async fn retry_flag_sets_the_hint_in_milliseconds() {
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(upstream, &["--retry", "1500ms"]).await;
+    let (_, body) = exchange(&proxy, SSE_REQUEST).await;
+    let (data, complete) = dechunk(&body);
+    assert!(complete);
+    let mut expected = b"retry: 1500\n".to_vec();
+    expected.extend_from_slice(&upstream_bytes(None));
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+#[tokio::test]
+async fn no_retry_flag_leaves_the_upstream_bytes_alone() {
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(upstream, &["--no-retry"]).await;
+    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+    assert_eq!(
+        header_value(&head, "x-accel-buffering"),
+        Some("no"),
+        "{head}"
+    );
+    let (data, complete) = dechunk(&body);
+    assert!(complete);
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        String::from_utf8_lossy(&upstream_bytes(None))
+    );
+}
+
+#[tokio::test]
+async fn last_event_id_and_end_to_end_headers_reach_the_upstream_and_hop_by_hop_ones_do_not() {
+    let (upstream, seen) = upstream().await;
+    let proxy = Proxy::start(upstream, &[]).await;
+    let request = "GET /events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
+                   Accept-Encoding: gzip, br\r\nLast-Event-ID: 42\r\nCache-Control: no-cache\r\n\
+                   X-App: kept\r\nX-Forwarded-For: 203.0.113.9\r\nKeep-Alive: timeout=5\r\n\
+                   X-Hop: dropped\r\nTE: trailers\r\nConnection: close, X-Hop\r\n\r\n";
+    let (_, body) = exchange(&proxy, request).await;
+
+    // The upstream saw the id (it echoes it in an event)...
+    let (data, complete) = dechunk(&body);
+    assert!(complete);
+    assert!(
+        contains(&data, b"event: echo\ndata: last-event-id=42\n\n"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    let mut expected = b"retry: 3000\n".to_vec();
+    expected.extend_from_slice(&upstream_bytes(Some("42")));
+    assert_eq!(data, expected);
+
+    // ...and these headers.
+    let seen = seen.lock().unwrap();
+    let [(target, headers)] = seen.as_slice() else {
+        panic!("upstream requests: {seen:?}");
+    };
+    assert_eq!(target, "/events");
+    assert_eq!(headers["last-event-id"], "42");
+    assert_eq!(headers["accept"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-app"], "kept");
+    assert_eq!(headers["host"], upstream.to_string());
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    // The layer asks the upstream for an uncompressed event stream.
+    assert_eq!(headers["accept-encoding"], "identity");
+    for hop in [
+        "keep-alive",
+        "x-hop",
+        "te",
+        "connection",
+        "transfer-encoding",
+    ] {
+        assert!(headers.get(hop).is_none(), "{hop} forwarded: {headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn gzip_json_passes_through_byte_for_byte_with_its_content_encoding() {
+    let (upstream, seen) = upstream().await;
+    let proxy = Proxy::start(upstream, &[]).await;
+    let (head, body) = exchange(
+        &proxy,
+        "GET /json HTTP/1.1\r\nHost: proxy.test\r\nAccept: application/json\r\n\
+         Accept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert_eq!(
+        header_value(&head, "content-encoding"),
+        Some("gzip"),
+        "{head}"
+    );
+    assert_eq!(
+        header_value(&head, "content-type"),
+        Some("application/json"),
+        "{head}"
+    );
+    let length = gzip_json().len().to_string();
+    assert_eq!(
+        header_value(&head, "content-length"),
+        Some(length.as_str()),
+        "{head}"
+    );
+    assert!(header_value(&head, "transfer-encoding").is_none(), "{head}");
+    assert!(header_value(&head, "x-accel-buffering").is_none(), "{head}");
+    assert!(header_value(&head, "cache-control").is_none(), "{head}");
+    assert_eq!(body, gzip_json());
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut json).unwrap();
+    assert!(json.starts_with(r#"{"items":[{"id":0,"#), "{json}");
+    // Not a request for an event stream: its Accept-Encoding went to the upstream as is.
+    assert_eq!(seen.lock().unwrap()[0].1["accept-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_event_stream_without_connection_headers() {
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(upstream, &[]).await;
+    let client = support::client(true);
+    let request = Request::get(format!("http://{}/events", proxy.addr))
+        .header(header::ACCEPT, "text/event-stream")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert!(
+        headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("no-transform")
+    );
+    assert_eq!(headers["x-accel-buffering"], "no");
+    for name in [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+    ] {
+        assert!(headers.get(name).is_none(), "{name}: {headers:?}");
+    }
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = support::next_data(&mut body, Duration::from_secs(3)).await {
+        data.extend_from_slice(&chunk);
+    }
+    let mut expected = b"retry: 3000\n".to_vec();
+    expected.extend_from_slice(&upstream_bytes(None));
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gets_a_plain_502() {
+    // A port nobody listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(closed, &[]).await;
+    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+    assert!(head.starts_with("http/1.1 502 bad gateway"), "{head}");
+    assert_eq!(
+        header_value(&head, "content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{head}"
+    );
+    assert!(header_value(&head, "x-accel-buffering").is_none(), "{head}");
+    assert_eq!(body, b"502 bad gateway: upstream unreachable\n");
+    let log = proxy.log_with("upstream request failed").await;
+    assert!(log.contains("upstream request failed"), "{log}");
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_with_code_2_and_print_the_usage_on_stderr() {
+    let cases: [&[&str]; 3] = [
+        &["--upstream", "http://127.0.0.1:9", "--bogus"],
+        &["--upstream", "http://127.0.0.1:9", "--retry", "3x"],
+        &["--listen", "127.0.0.1:0"],
+    ];
+    for args in cases {
+        let output = tokio::time::timeout(
+            Duration::from_secs(5),
+            Command::new(proxy_binary())
+                .args(args)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the proxy did not exit")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("usage: proxy --upstream URL"),
+            "{args:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let output = Command::new(proxy_binary())
+        .arg("--bogus")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument `--bogus`"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_open_stream_with_a_retry_hint_and_exits_0() {
+    let (upstream, _) = upstream().await;
+    let mut proxy = Proxy::start(upstream, &["--drain", "200ms"]).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /events?hold HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let all_sent = upstream_bytes(None);
+    let got_everything = read_until(&mut stream, &mut raw, Duration::from_secs(3), |raw| {
+        body_so_far(raw).is_some_and(|(data, _)| data.ends_with(&all_sent))
+    })
+    .await;
+    assert!(got_everything, "{:?}", String::from_utf8_lossy(&raw));
+
+    let pid = proxy.child.id().expect("the proxy already exited");
+    let signalled = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let ended = read_until(&mut stream, &mut raw, Duration::from_secs(3), |raw| {
+        body_so_far(raw).is_some_and(|(_, complete)| complete)
+    })
+    .await;
+    let (data, complete) = body_so_far(&raw).unwrap();
+    let text = String::from_utf8_lossy(&data).into_owned();
+    assert!(ended && complete, "no clean end: {text:?}\n{}", proxy.log());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        signalled.elapsed()
+    );
+
+    // The stream: the hint, the upstream's bytes, a final (jittered) hint, the end.
+    let rest = text
+        .strip_prefix("retry: 3000\n")
+        .and_then(|rest| rest.strip_prefix(String::from_utf8_lossy(&all_sent).as_ref()))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let millis: u64 = rest
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no final retry line: {rest:?}"));
+    assert!((2400..=3600).contains(&millis), "{millis}");
+
+    let status = tokio::time::timeout(Duration::from_secs(3), proxy.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the proxy did not exit within 3 s:\n{}", proxy.log()))
+        .unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "{}", proxy.log());
+    let log = proxy.log_with("all connections closed").await;
+    assert!(log.contains("sse stream closed"), "{log}");
+    assert!(log.contains("reason=\"shutdown\""), "{log}");
+    assert!(log.contains("all connections closed"), "{log}");
+}
