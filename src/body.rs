@@ -1052,24 +1052,11 @@ mod tests {
 mod proptests {
     use super::*;
     use crate::config::Config;
-    use crate::test_helpers::sse_parser::{CASES, CHUNKED_CASES, Parsed, parse};
+    use crate::test_helpers::sse_parser::{CASES, CHUNKED_CASES, parse};
     use crate::test_helpers::{ScriptBody, Step};
+    use crate::test_helpers::{events_of, split};
     use http_body_util::BodyExt;
     use proptest::prelude::*;
-
-    fn events(parsed: &Parsed) -> Vec<(String, String, String)> {
-        parsed
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.event_type.clone(),
-                    e.data.clone(),
-                    e.last_event_id.clone(),
-                )
-            })
-            .collect()
-    }
 
     /// Plays `chunks`, each after `waits[i]` milliseconds of silence, through an `SseBody` with a
     /// 10 ms heartbeat and a retry hint, on a paused clock; returns the client's bytes.
@@ -1099,19 +1086,6 @@ mod proptests {
             .build()
             .unwrap();
         runtime.block_on(async move { body.collect().await.unwrap().to_bytes().to_vec() })
-    }
-
-    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut out = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            out.push(bytes[start..cut].to_vec());
-            start = cut;
-        }
-        out.push(bytes[start..].to_vec());
-        out
     }
 
     #[test]
@@ -1164,7 +1138,7 @@ mod proptests {
             let out = relay(chunks, &waits);
             let expected = parse(&stream);
             let got = parse(&out);
-            prop_assert_eq!(events(&got), events(&expected));
+            prop_assert_eq!(events_of(&got), events_of(&expected));
             // Only the layer's own retry value is added.
             let mut retries = vec![1234];
             retries.extend(expected.retries.iter().copied());

@@ -283,7 +283,8 @@ pub(crate) fn bom_prefix(n: u8) -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_helpers::sse_parser::{Parsed, parse, parse_chunks};
+    use crate::test_helpers::sse_parser::{parse, parse_chunks};
+    use crate::test_helpers::{events_of, split};
     use proptest::prelude::*;
 
     const HB_LF: &[u8] = b":hb\n";
@@ -318,20 +319,6 @@ mod tests {
         }
         out.extend_from_slice(bom_prefix(scanner.finish()));
         (out, events)
-    }
-
-    fn events_of(parsed: &Parsed) -> Vec<(String, String, String)> {
-        parsed
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.event_type.clone(),
-                    e.data.clone(),
-                    e.last_event_id.clone(),
-                )
-            })
-            .collect()
     }
 
     fn position(input: &[u8]) -> Scanner {
@@ -520,19 +507,6 @@ mod tests {
                 }
                 out
             })
-    }
-
-    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            chunks.push(bytes[start..cut].to_vec());
-            start = cut;
-        }
-        chunks.push(bytes[start..].to_vec());
-        chunks
     }
 
     proptest! {

@@ -101,3 +101,32 @@ impl Body for ScriptBody {
         }
     }
 }
+
+/// The (type, data, last event id) of every event parsed.
+pub(crate) fn events_of(parsed: &sse_parser::Parsed) -> Vec<(String, String, String)> {
+    parsed
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.clone(),
+                e.data.clone(),
+                e.last_event_id.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Splits `bytes` at `cuts` (each taken modulo the length + 1, in order).
+pub(crate) fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        chunks.push(bytes[start..cut].to_vec());
+        start = cut;
+    }
+    chunks.push(bytes[start..].to_vec());
+    chunks
+}
