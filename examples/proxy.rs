@@ -24,6 +24,12 @@
 //! - on Ctrl-C or SIGTERM: stops accepting, drains every event stream over the drain window
 //!   (each stream ends at its own moment, at an event boundary, with a `retry:` hint, so clients
 //!   reconnect elsewhere at staggered times), lets other responses finish, and exits with 0;
+//! - optionally puts a slow-client buffer in front of each event stream (`--max-buffer`,
+//!   `--slow-client-timeout`, `--slow-client-policy`): a client that stops reading no longer holds
+//!   up the upstream, and is disconnected after the timeout;
+//! - applies other settings to some paths (`--route /llm/=heartbeat:5s,retry:1s`): the longest
+//!   matching path prefix picks the route, which inherits the global flags and overrides what it
+//!   names. All routes share one drain and one set of counters;
 //! - logs one line when an event stream opens and one when it closes (with the reason, duration,
 //!   bytes, events and heartbeats), on stderr. `RUST_LOG` overrides the default filter
 //!   `info,tower_sse=debug`.
@@ -55,26 +61,45 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_sse::{SseLayer, SseShutdown};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+use tower_sse::{SlowClient, SlowClientPolicy, SseBody, SseLayer, SseMetrics, SseShutdown};
 use tracing::Instrument;
 
 const USAGE: &str = "\
-usage: proxy --upstream URL [options]
+usage: proxy --upstream URL [options] [--route PREFIX=NAME:VALUE,...]...
 
   --upstream URL          upstream base URL, plain http (required), e.g. http://127.0.0.1:9000
   --listen IP:PORT        address to listen on (default 127.0.0.1:8080; port 0 picks one)
+  --drain DURATION        on Ctrl-C/SIGTERM, spread the ends of streams over this (default 10s)
+  --route PREFIX=SETTINGS other settings for paths starting with PREFIX (repeatable, see below)
+  -h, --help              print this help
+
+Stream settings (global; in --route, the same names without `--`):
   --retry DURATION        `retry:` hint written at the start and end of streams (default 3s)
   --no-retry              write no `retry:` hint
   --heartbeat DURATION    comment heartbeat after this long without bytes (default 15s)
   --no-heartbeat          send no heartbeats
   --idle-timeout DURATION end a stream whose upstream sent nothing for this long (default off)
   --max-lifetime DURATION end streams after about this long, jittered 80-100% (default off)
-  --drain DURATION        on Ctrl-C/SIGTERM, spread the ends of streams over this (default 10s)
-  -h, --help              print this help
+  --slow-client-timeout DURATION
+                          end a stream whose client took no byte for this long while bytes
+                          wait (default 10s)
+  --max-buffer SIZE       bytes buffered per stream for a slow client (default 1MiB)
+  --slow-client-policy disconnect|drop-oldest|latest-per-type
+                          when that buffer is full: stop reading the upstream, drop the oldest
+                          events, or keep the newest event of each type (default disconnect)
+  The slow-client buffer is off unless one of the three slow-client settings is given.
+
+--route PREFIX=NAME:VALUE,...: requests whose path starts with PREFIX (a plain string prefix
+starting with `/`) get the global settings overridden by the listed ones; the longest matching
+prefix wins, and requests matching no route get the global settings. For example:
+  --route /llm/=heartbeat:5s,retry:1s
+  --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB
 
 DURATION: a whole number with a unit: 500ms, 3s, 2m, 1h. A zero heartbeat, idle timeout or
-lifetime turns the option off. Flags also accept --flag=VALUE.";
+lifetime turns the option off. SIZE: a whole number of bytes, or with a unit B, KiB, MiB or GiB:
+4096, 512KiB, 1MiB. Flags also accept --flag=VALUE.";
 
 /// The drain window when `--drain` is not given (the same as the layer's own default).
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -135,9 +160,9 @@ fn main() -> ExitCode {
 
 async fn run(options: Options) -> Result<(), String> {
     let shutdown = SseShutdown::new();
+    // One set of counters for every route, so that the shutdown line counts all open streams.
+    let metrics = SseMetrics::new();
     let drain = options.drain.unwrap_or(DEFAULT_DRAIN);
-    let layer = sse_layer(&options, shutdown.clone()).drain_window(drain);
-    let metrics = layer.metrics_handle();
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -149,6 +174,16 @@ async fn run(options: Options) -> Result<(), String> {
         client,
         upstream: Arc::new(options.upstream),
     };
+    let shared = Shared {
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        drain,
+    };
+    let routes = options.routes;
+    for (prefix, settings) in &routes.routes {
+        tracing::info!(route = %prefix, ?settings, "route");
+    }
+    let routes = Arc::new(routes.map(|settings| route_service(&settings, &shared, &proxy)));
 
     // Signal handlers are installed before the address is announced: a SIGTERM sent as soon as
     // the `listening on` line is read is a graceful shutdown, not the default "terminate".
@@ -187,7 +222,7 @@ async fn run(options: Options) -> Result<(), String> {
                 };
                 // Event streams send many small writes: do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(service(&layer, &proxy, peer));
+                let service = TowerToHyperService::new(service(&routes, peer));
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
@@ -236,59 +271,139 @@ fn say(mut out: impl std::io::Write, text: impl std::fmt::Display) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-/// The layer, built from the flags. Options not given keep the layer's defaults.
-fn sse_layer(options: &Options, shutdown: SseShutdown) -> SseLayer {
-    let mut layer = SseLayer::new().shutdown(shutdown);
-    match options.retry {
+/// What every route's layer shares: one drain, one set of counters.
+struct Shared {
+    shutdown: SseShutdown,
+    metrics: SseMetrics,
+    drain: Duration,
+}
+
+/// A route's layer, built from its settings. Settings not given keep the layer's defaults.
+fn sse_layer(settings: &Settings, shared: &Shared) -> SseLayer {
+    let mut layer = SseLayer::new()
+        .shutdown(shared.shutdown.clone())
+        .drain_window(shared.drain)
+        .metrics(shared.metrics.clone());
+    match settings.retry {
         Toggle::Default => {}
         Toggle::Set(delay) => layer = layer.retry(delay),
         Toggle::Off => layer = layer.no_retry(),
     }
-    match options.heartbeat {
+    match settings.heartbeat {
         Toggle::Default => {}
         Toggle::Set(interval) => layer = layer.heartbeat(interval),
         Toggle::Off => layer = layer.no_heartbeat(),
     }
-    if let Some(limit) = options.idle_timeout {
+    if let Some(limit) = settings.idle_timeout {
         layer = layer.idle_timeout(limit);
     }
-    if let Some(lifetime) = options.max_lifetime {
+    if let Some(lifetime) = settings.max_lifetime {
         layer = layer.max_lifetime(lifetime);
     }
     layer
 }
 
-/// One connection's service: a `request` span (method, path) around the layer around the proxy.
-/// The layer's "sse stream opened" line is logged inside that span; the connection's span
-/// (`conn{peer=..}`) is on every line of the connection.
+/// One route's stack: its layer around the proxy, type-erased.
+///
+/// The stacks do not all have the same type: `SseLayer` (no slow-client buffer) wraps the proxy
+/// in an `SseService<_, Unbuffered>`, while `SseLayer::slow_client` returns an
+/// `SseLayer<Buffered>`, which makes an `SseService<_, Buffered>` with a future of another type.
+/// The route table needs one type for all of them, so each stack is boxed. What they have in
+/// common is the `Service` signature: same request, same response (`SseBody` is the same in both
+/// modes), same error. `BoxCloneSyncService` rather than `BoxCloneService` because the table is
+/// shared by all connections behind an `Arc`, which needs `Sync` to be `Send`. The cost is one
+/// allocation (the boxed future) and one dynamic call per request, nothing next to a proxied
+/// request; a server with exactly two kinds of stack could use `tower::util::Either` instead.
+fn route_service(settings: &Settings, shared: &Shared, proxy: &Proxy) -> RouteService {
+    let proxy = proxy.clone();
+    let forward = tower::service_fn(move |request: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.forward(request).await) }
+    });
+    let layer = sse_layer(settings, shared);
+    match settings.slow_client() {
+        None => BoxCloneSyncService::new(layer.layer(forward)),
+        Some(slow) => BoxCloneSyncService::new(layer.slow_client(slow).layer(forward)),
+    }
+}
+
+/// A route's stack, type-erased (see [`route_service`]).
+type RouteService =
+    BoxCloneSyncService<Request<Incoming>, Response<SseBody<ProxyBody>>, Infallible>;
+
+/// One connection's service: picks the request's route, and runs that route's stack inside a
+/// `request` span (method, path, route). The layer's "sse stream opened" line is logged inside
+/// that span; the connection's span (`conn{peer=..}`) is on every line of the connection.
 fn service(
-    layer: &SseLayer,
-    proxy: &Proxy,
+    routes: &Arc<Routes<RouteService>>,
     peer: SocketAddr,
 ) -> impl tower::Service<
     Request<Incoming>,
-    Response = Response<tower_sse::SseBody<ProxyBody>>,
+    Response = Response<SseBody<ProxyBody>>,
     Error = Infallible,
     Future = impl Future + Send,
 > + Clone
 + Send
 + 'static {
-    let proxy = proxy.clone();
-    let inner =
-        ServiceBuilder::new()
-            .layer(layer.clone())
-            .service_fn(move |request: Request<Incoming>| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.forward(request, peer).await) }
-            });
-    tower::service_fn(move |request: Request<Incoming>| {
+    let routes = Arc::clone(routes);
+    tower::service_fn(move |mut request: Request<Incoming>| {
+        let (prefix, route) = routes.pick(request.uri().path());
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
+            route = tracing::field::Empty,
         );
-        inner.clone().oneshot(request).instrument(span)
+        if let Some(prefix) = prefix {
+            span.record("route", tracing::field::display(prefix));
+        }
+        let route = route.clone();
+        // The route stacks are built once, for all connections: the client's address travels
+        // with the request.
+        request.extensions_mut().insert(ClientAddr(peer));
+        route.oneshot(request).instrument(span)
     })
+}
+
+/// The client's address, put in the request's extensions by [`service`].
+#[derive(Clone, Copy, Debug)]
+struct ClientAddr(SocketAddr);
+
+/// Route prefixes, longest first, with what requests matching each get, and what requests
+/// matching none get.
+#[derive(Debug)]
+struct Routes<T> {
+    routes: Vec<(String, T)>,
+    fallback: T,
+}
+
+impl<T> Routes<T> {
+    fn new(mut routes: Vec<(String, T)>, fallback: T) -> Self {
+        // Longest first, so that the first match is the longest one.
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Self { routes, fallback }
+    }
+
+    /// The longest route prefix of `path` and its value, or `None` and the fallback.
+    fn pick(&self, path: &str) -> (Option<&str>, &T) {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map_or((None, &self.fallback), |(prefix, value)| {
+                (Some(prefix.as_str()), value)
+            })
+    }
+
+    fn map<U>(self, mut f: impl FnMut(T) -> U) -> Routes<U> {
+        Routes {
+            routes: self
+                .routes
+                .into_iter()
+                .map(|(prefix, value)| (prefix, f(value)))
+                .collect(),
+            fallback: f(self.fallback),
+        }
+    }
 }
 
 /// The upstream's body, or the proxy's own short answer (400, 502).
@@ -301,12 +416,9 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn forward(
-        self,
-        mut request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
+    async fn forward(self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let version = request.version();
+        let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
         let Some(uri) = self.upstream.uri_for(request.uri()) else {
             return plain(StatusCode::BAD_REQUEST, "bad request target\n", version);
         };
@@ -316,7 +428,9 @@ impl Proxy {
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
         headers.insert(header::HOST, self.upstream.host.clone());
-        append_forwarded_for(headers, peer);
+        if let Some(peer) = peer {
+            append_forwarded_for(headers, peer);
+        }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
         match self.client.request(request).await {
@@ -557,19 +671,90 @@ enum Command {
 struct Options {
     listen: SocketAddr,
     upstream: Upstream,
+    drain: Option<Duration>,
+    /// Each route's effective settings (the global ones overridden by the route's), and the
+    /// global settings for requests matching no route.
+    routes: Routes<Settings>,
+}
+
+/// The settings of a stream: the global flags, or what one `--route` names. A field not given
+/// is `Toggle::Default` or `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Settings {
     retry: Toggle,
     heartbeat: Toggle,
     idle_timeout: Option<Duration>,
     max_lifetime: Option<Duration>,
-    drain: Option<Duration>,
+    slow_client_timeout: Option<Duration>,
+    max_buffer: Option<usize>,
+    slow_client_policy: Option<SlowClientPolicy>,
+}
+
+impl Settings {
+    /// These settings, with those not given taken from `global`.
+    fn inherit(self, global: &Self) -> Self {
+        let toggle = |own: Toggle, global: Toggle| {
+            if own == Toggle::Default { global } else { own }
+        };
+        Self {
+            retry: toggle(self.retry, global.retry),
+            heartbeat: toggle(self.heartbeat, global.heartbeat),
+            idle_timeout: self.idle_timeout.or(global.idle_timeout),
+            max_lifetime: self.max_lifetime.or(global.max_lifetime),
+            slow_client_timeout: self.slow_client_timeout.or(global.slow_client_timeout),
+            max_buffer: self.max_buffer.or(global.max_buffer),
+            slow_client_policy: self.slow_client_policy.or(global.slow_client_policy),
+        }
+    }
+
+    /// The slow-client buffer: on when any of its settings is given, with the layer's defaults
+    /// (1 MiB, 10 s, disconnect) for the others.
+    fn slow_client(&self) -> Option<SlowClient> {
+        if self.slow_client_timeout.is_none()
+            && self.max_buffer.is_none()
+            && self.slow_client_policy.is_none()
+        {
+            return None;
+        }
+        let mut slow = SlowClient::new();
+        if let Some(timeout) = self.slow_client_timeout {
+            slow = slow.timeout(timeout);
+        }
+        if let Some(bytes) = self.max_buffer {
+            slow = slow.max_buffer(bytes);
+        }
+        if let Some(policy) = self.slow_client_policy {
+            slow = slow.policy(policy);
+        }
+        Some(slow)
+    }
 }
 
 /// An option with a value, an opt-out flag, or neither (the layer's default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Toggle {
+    #[default]
     Default,
     Set(Duration),
     Off,
+}
+
+/// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`.
+const SETTINGS: [&str; 9] = [
+    "retry",
+    "no-retry",
+    "heartbeat",
+    "no-heartbeat",
+    "idle-timeout",
+    "max-lifetime",
+    "slow-client-timeout",
+    "max-buffer",
+    "slow-client-policy",
+];
+
+/// Whether setting `name` takes a value (`no-retry` and `no-heartbeat` do not).
+fn takes_value(name: &str) -> bool {
+    !name.starts_with("no-")
 }
 
 /// Parses the arguments (without the program name). `Err` holds a one-line message.
@@ -577,11 +762,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut args = args.into_iter();
     let mut listen = None;
     let mut upstream = None;
-    let mut retry = None;
-    let mut heartbeat = None;
-    let mut idle_timeout = None;
-    let mut max_lifetime = None;
     let mut drain = None;
+    let mut global = Settings::default();
+    let mut routes: Vec<(String, Settings)> = Vec::new();
 
     while let Some(arg) = args.next() {
         let (flag, mut inline) = match arg.split_once('=') {
@@ -607,45 +790,144 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 once(&mut listen, flag, addr)?;
             }
             "--upstream" => once(&mut upstream, flag, Upstream::parse(&value()?)?)?,
-            "--retry" => once(
-                &mut retry,
-                "--retry/--no-retry",
-                Toggle::Set(duration(flag, &value()?)?),
-            )?,
-            "--heartbeat" => once(
-                &mut heartbeat,
-                "--heartbeat/--no-heartbeat",
-                Toggle::Set(duration(flag, &value()?)?),
-            )?,
-            "--idle-timeout" => once(&mut idle_timeout, flag, duration(flag, &value()?)?)?,
-            "--max-lifetime" => once(&mut max_lifetime, flag, duration(flag, &value()?)?)?,
             "--drain" => once(&mut drain, flag, duration(flag, &value()?)?)?,
-            "--no-retry" | "--no-heartbeat" => {
-                if inline.is_some() {
-                    return Err(format!("{flag} takes no value"));
+            "--route" => {
+                let (prefix, settings) = parse_route(&value()?)?;
+                if routes.iter().any(|(known, _)| *known == prefix) {
+                    return Err(format!("--route {prefix} given more than once"));
                 }
-                if flag == "--no-retry" {
-                    once(&mut retry, "--retry/--no-retry", Toggle::Off)?;
-                } else {
-                    once(&mut heartbeat, "--heartbeat/--no-heartbeat", Toggle::Off)?;
-                }
+                routes.push((prefix, settings));
             }
-            _ => return Err(format!("unknown argument `{flag}`")),
+            _ => match flag
+                .strip_prefix("--")
+                .filter(|name| SETTINGS.contains(name))
+            {
+                Some(name) => {
+                    // `--no-retry=x` is an error (`apply` says so); `--no-retry x` is two
+                    // arguments.
+                    let value = if takes_value(name) {
+                        Some(value()?)
+                    } else {
+                        inline.take()
+                    };
+                    apply(&mut global, name, value.as_deref(), "--")?;
+                }
+                None => return Err(format!("unknown argument `{flag}`")),
+            },
         }
     }
 
     let Some(upstream) = upstream else {
         return Err("missing --upstream".to_owned());
     };
+    let routes = routes
+        .into_iter()
+        .map(|(prefix, settings)| (prefix, settings.inherit(&global)))
+        .collect();
     Ok(Command::Run(Box::new(Options {
         listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         upstream,
-        retry: retry.unwrap_or(Toggle::Default),
-        heartbeat: heartbeat.unwrap_or(Toggle::Default),
-        idle_timeout,
-        max_lifetime,
         drain,
+        routes: Routes::new(routes, global),
     })))
+}
+
+/// Parses a `--route` value, `PREFIX=NAME:VALUE,NAME,...`, into the prefix and the settings it
+/// names (not yet merged with the global ones). An empty list is allowed: it gives a path under
+/// another route the global settings back.
+fn parse_route(text: &str) -> Result<(String, Settings), String> {
+    let Some((prefix, list)) = text.split_once('=') else {
+        return Err(format!(
+            "--route `{text}`: expected PREFIX=NAME:VALUE,..., e.g. /llm/=heartbeat:5s,retry:1s"
+        ));
+    };
+    if !prefix.starts_with('/')
+        || prefix.contains(['?', '#'])
+        || prefix.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "--route `{text}`: the prefix must be a path starting with /"
+        ));
+    }
+    let mut settings = Settings::default();
+    if !list.is_empty() {
+        for item in list.split(',') {
+            let (name, value) = match item.split_once(':') {
+                Some((name, value)) => (name, Some(value)),
+                None => (item, None),
+            };
+            if name.contains('=') {
+                return Err(format!(
+                    "--route {prefix}: `{item}`: write settings as NAME:VALUE (retry:1s)"
+                ));
+            }
+            if !SETTINGS.contains(&name) {
+                return Err(format!(
+                    "--route {prefix}: unknown setting `{name}` (known: {})",
+                    SETTINGS.join(", ")
+                ));
+            }
+            apply(&mut settings, name, value, "")
+                .map_err(|error| format!("--route {prefix}: {error}"))?;
+        }
+    }
+    Ok((prefix.to_owned(), settings))
+}
+
+/// Sets the stream setting `name` (one of [`SETTINGS`]) from `value`. `dashes` is how errors
+/// spell it: `--` for flags, nothing in `--route`.
+fn apply(
+    settings: &mut Settings,
+    name: &str,
+    value: Option<&str>,
+    dashes: &str,
+) -> Result<(), String> {
+    let full = format!("{dashes}{name}");
+    if !takes_value(name) {
+        if value.is_some() {
+            return Err(format!("{full} takes no value"));
+        }
+    } else if value.is_none() {
+        return Err(format!("{full} needs a value"));
+    }
+    let text = value.unwrap_or_default();
+    let toggle = |slot: &mut Toggle, base: &str, value: Toggle| {
+        if *slot != Toggle::Default {
+            return Err(format!(
+                "{dashes}{base}/{dashes}no-{base} given more than once"
+            ));
+        }
+        *slot = value;
+        Ok(())
+    };
+    match name {
+        "retry" => toggle(
+            &mut settings.retry,
+            "retry",
+            Toggle::Set(duration(&full, text)?),
+        ),
+        "no-retry" => toggle(&mut settings.retry, "retry", Toggle::Off),
+        "heartbeat" => toggle(
+            &mut settings.heartbeat,
+            "heartbeat",
+            Toggle::Set(duration(&full, text)?),
+        ),
+        "no-heartbeat" => toggle(&mut settings.heartbeat, "heartbeat", Toggle::Off),
+        "idle-timeout" => once(&mut settings.idle_timeout, &full, duration(&full, text)?),
+        "max-lifetime" => once(&mut settings.max_lifetime, &full, duration(&full, text)?),
+        "slow-client-timeout" => once(
+            &mut settings.slow_client_timeout,
+            &full,
+            duration(&full, text)?,
+        ),
+        "max-buffer" => once(&mut settings.max_buffer, &full, size(&full, text)?),
+        "slow-client-policy" => once(
+            &mut settings.slow_client_policy,
+            &full,
+            policy(&full, text)?,
+        ),
+        _ => Err(format!("unknown setting `{full}`")),
+    }
 }
 
 /// Stores `value` in `slot`, unless the option was already given.
@@ -659,6 +941,49 @@ fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), String> {
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|error| format!("{flag}: {error}"))
+}
+
+fn size(flag: &str, text: &str) -> Result<usize, String> {
+    parse_size(text).map_err(|error| format!("{flag}: {error}"))
+}
+
+fn policy(flag: &str, text: &str) -> Result<SlowClientPolicy, String> {
+    match text {
+        "disconnect" => Ok(SlowClientPolicy::Disconnect),
+        "drop-oldest" => Ok(SlowClientPolicy::DropOldest),
+        "latest-per-type" => Ok(SlowClientPolicy::LatestPerType),
+        _ => Err(format!(
+            "{flag}: `{text}` is not one of disconnect, drop-oldest, latest-per-type"
+        )),
+    }
+}
+
+/// Parses `4096`, `4096B`, `512KiB`, `1MiB`, `2GiB`: a whole number of bytes, and an optional
+/// binary unit, nothing else.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(format!("`{text}` is not a size like 4096, 512KiB or 1MiB"));
+    }
+    let bytes_per_unit: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(bytes_per_unit))
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses `500ms`, `3s`, `2m`, `1h`: a whole number and a unit, nothing else.
@@ -743,26 +1068,246 @@ mod tests {
     fn defaults_leave_the_layer_alone() {
         let options = options("--upstream http://127.0.0.1:9000");
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
-        assert_eq!(options.retry, Toggle::Default);
-        assert_eq!(options.heartbeat, Toggle::Default);
-        assert_eq!(options.idle_timeout, None);
-        assert_eq!(options.max_lifetime, None);
         assert_eq!(options.drain, None);
+        assert!(options.routes.routes.is_empty());
+        let global = options.routes.fallback;
+        assert_eq!(global, Settings::default());
+        assert_eq!(global.retry, Toggle::Default);
+        assert_eq!(global.heartbeat, Toggle::Default);
+        assert_eq!(global.idle_timeout, None);
+        assert_eq!(global.max_lifetime, None);
+        assert_eq!(global.slow_client(), None);
     }
 
     #[test]
     fn every_flag_is_read_in_both_spellings() {
         let options = options(
             "--listen=127.0.0.1:0 --upstream http://u:1/base/ --retry 1500ms --no-heartbeat \
-             --idle-timeout=60s --max-lifetime 30m --drain 200ms",
+             --idle-timeout=60s --max-lifetime 30m --drain 200ms --slow-client-timeout=2s \
+             --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
+             --route=/b/=no-heartbeat",
         );
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
         assert_eq!(options.upstream.base_path, "/base");
-        assert_eq!(options.retry, Toggle::Set(Duration::from_millis(1500)));
-        assert_eq!(options.heartbeat, Toggle::Off);
-        assert_eq!(options.idle_timeout, Some(Duration::from_secs(60)));
-        assert_eq!(options.max_lifetime, Some(Duration::from_secs(1800)));
         assert_eq!(options.drain, Some(Duration::from_millis(200)));
+        let global = options.routes.fallback;
+        assert_eq!(global.retry, Toggle::Set(Duration::from_millis(1500)));
+        assert_eq!(global.heartbeat, Toggle::Off);
+        assert_eq!(global.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(global.max_lifetime, Some(Duration::from_secs(1800)));
+        assert_eq!(global.slow_client_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(global.max_buffer, Some(512 * 1024));
+        assert_eq!(
+            global.slow_client_policy,
+            Some(SlowClientPolicy::LatestPerType)
+        );
+        let prefixes: Vec<&str> = options
+            .routes
+            .routes
+            .iter()
+            .map(|(prefix, _)| prefix.as_str())
+            .collect();
+        assert_eq!(prefixes, ["/a/", "/b/"]);
+    }
+
+    #[test]
+    fn sizes_take_a_whole_number_and_an_optional_binary_unit() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("8KiB"), Ok(8 * 1024));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
+        assert_eq!(parse_size("1536KiB"), Ok(1536 * 1024));
+    }
+
+    #[test]
+    fn malformed_sizes_are_errors_not_panics() {
+        for text in [
+            "",
+            "B",
+            "KiB",
+            "1K",
+            "1KB",
+            "1kib",
+            "1MB",
+            "1mb",
+            "1 KiB",
+            " 1KiB",
+            "1KiB ",
+            "-1",
+            "+1",
+            "1.5MiB",
+            "1KiB1",
+            "1MiBs",
+            "é",
+            "1é",
+            "99999999999999999999",
+            "18446744073709551615GiB",
+        ] {
+            assert!(parse_size(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn giving_any_slow_client_flag_turns_the_buffer_on_with_defaults_for_the_others() {
+        let global = |line: &str| {
+            options(&format!("--upstream http://u:1 {line}"))
+                .routes
+                .fallback
+                .slow_client()
+        };
+        assert_eq!(global(""), None);
+        assert_eq!(global("--retry 1s --heartbeat 5s"), None);
+        assert_eq!(
+            global("--slow-client-timeout 3s"),
+            Some(SlowClient::new().timeout(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            global("--max-buffer 1MiB"),
+            Some(SlowClient::new()),
+            "1 MiB, 10 s and disconnect are the defaults"
+        );
+        assert_eq!(
+            global("--slow-client-policy drop-oldest"),
+            Some(SlowClient::new().policy(SlowClientPolicy::DropOldest))
+        );
+        assert_eq!(
+            global("--max-buffer 8KiB --slow-client-timeout 300ms --slow-client-policy disconnect"),
+            Some(
+                SlowClient::new()
+                    .max_buffer(8192)
+                    .timeout(Duration::from_millis(300))
+                    .policy(SlowClientPolicy::Disconnect)
+            )
+        );
+    }
+
+    #[test]
+    fn routes_read_every_setting_and_nothing_else() {
+        let (prefix, settings) = parse_route(
+            "/llm/=retry:1s,heartbeat:5s,idle-timeout:1m,max-lifetime:1h,\
+             slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type",
+        )
+        .unwrap();
+        assert_eq!(prefix, "/llm/");
+        assert_eq!(
+            settings,
+            Settings {
+                retry: Toggle::Set(Duration::from_secs(1)),
+                heartbeat: Toggle::Set(Duration::from_secs(5)),
+                idle_timeout: Some(Duration::from_secs(60)),
+                max_lifetime: Some(Duration::from_secs(3600)),
+                slow_client_timeout: Some(Duration::from_millis(300)),
+                max_buffer: Some(256 * 1024),
+                slow_client_policy: Some(SlowClientPolicy::LatestPerType),
+            }
+        );
+        let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
+        assert_eq!(settings.retry, Toggle::Off);
+        assert_eq!(settings.heartbeat, Toggle::Off);
+        // An empty list: the global settings (useful under another route's prefix).
+        assert_eq!(
+            parse_route("/llm/plain/=").unwrap(),
+            ("/llm/plain/".to_owned(), Settings::default())
+        );
+        // The prefix is everything before the first `=`.
+        assert_eq!(parse_route("/=retry:2s").unwrap().0, "/");
+    }
+
+    #[test]
+    fn a_route_inherits_the_global_flags_and_overrides_what_it_names() {
+        let options = options(
+            "--upstream http://u:1 --retry 2s --heartbeat 20s --idle-timeout 1m \
+             --max-buffer 2MiB --route /llm/=heartbeat:5s,retry:1s \
+             --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB \
+             --route /quiet/=no-retry,no-heartbeat,idle-timeout:0s --route /same/=",
+        );
+        let global = Settings {
+            retry: Toggle::Set(Duration::from_secs(2)),
+            heartbeat: Toggle::Set(Duration::from_secs(20)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_buffer: Some(2 << 20),
+            ..Settings::default()
+        };
+        assert_eq!(options.routes.fallback, global);
+        let route = |path| *options.routes.pick(path).1;
+
+        let llm = route("/llm/chat");
+        assert_eq!(llm.retry, Toggle::Set(Duration::from_secs(1)));
+        assert_eq!(llm.heartbeat, Toggle::Set(Duration::from_secs(5)));
+        assert_eq!(llm.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            llm.slow_client(),
+            Some(SlowClient::new().max_buffer(2 << 20)),
+            "the global --max-buffer turns the buffer on for every route"
+        );
+
+        let feeds = route("/feeds/prices");
+        assert_eq!(feeds.retry, Toggle::Set(Duration::from_secs(2)));
+        assert_eq!(feeds.heartbeat, Toggle::Set(Duration::from_secs(20)));
+        assert_eq!(
+            feeds.slow_client(),
+            Some(
+                SlowClient::new()
+                    .max_buffer(256 * 1024)
+                    .policy(SlowClientPolicy::LatestPerType)
+            )
+        );
+
+        let quiet = route("/quiet/x");
+        assert_eq!(quiet.retry, Toggle::Off);
+        assert_eq!(quiet.heartbeat, Toggle::Off);
+        // Zero turns the idle timeout off in the layer.
+        assert_eq!(quiet.idle_timeout, Some(Duration::ZERO));
+
+        assert_eq!(route("/same/x"), global);
+        assert_eq!(route("/other"), global);
+    }
+
+    #[test]
+    fn a_route_turns_the_slow_client_buffer_on_for_its_paths_only() {
+        let options = options(
+            "--upstream http://u:1 --route \
+             /feeds/=slow-client-policy:drop-oldest,max-buffer:8KiB,slow-client-timeout:300ms",
+        );
+        assert_eq!(
+            options.routes.pick("/feeds/firehose").1.slow_client(),
+            Some(
+                SlowClient::new()
+                    .policy(SlowClientPolicy::DropOldest)
+                    .max_buffer(8 * 1024)
+                    .timeout(Duration::from_millis(300))
+            )
+        );
+        assert_eq!(options.routes.pick("/events").1.slow_client(), None);
+    }
+
+    #[test]
+    fn the_longest_matching_prefix_wins_and_other_paths_get_the_fallback() {
+        let routes = Routes::new(
+            vec![
+                ("/a/".to_owned(), 1),
+                ("/a/b/c/".to_owned(), 3),
+                ("/".to_owned(), 0),
+                ("/a/b/".to_owned(), 2),
+                ("/x".to_owned(), 4),
+            ],
+            -1,
+        );
+        assert_eq!(routes.pick("/a/b/c/d"), (Some("/a/b/c/"), &3));
+        assert_eq!(routes.pick("/a/b/c/"), (Some("/a/b/c/"), &3));
+        assert_eq!(routes.pick("/a/b/c"), (Some("/a/b/"), &2));
+        assert_eq!(routes.pick("/a/b"), (Some("/a/"), &1));
+        assert_eq!(routes.pick("/a"), (Some("/"), &0));
+        // A plain string prefix: `/x` matches `/xyz` too.
+        assert_eq!(routes.pick("/xyz"), (Some("/x"), &4));
+        assert_eq!(routes.pick("/events"), (Some("/"), &0));
+        let routes = Routes::new(vec![("/a/".to_owned(), 1)], -1);
+        assert_eq!(routes.pick("/events"), (None, &-1));
+        assert_eq!(routes.pick("/A/x"), (None, &-1));
+        assert_eq!(routes.map(|n| n * 10).pick("/a/x"), (Some("/a/"), &10));
     }
 
     #[test]
@@ -807,6 +1352,88 @@ mod tests {
             ("--upstream u:1", "must start with http://"),
             ("--upstream http://a@u:1", "user info"),
             ("--upstream http://u:1/?x=1", "must not have a query"),
+            (
+                "--upstream http://u:1 --max-buffer 1MB",
+                "--max-buffer: `1MB`: unknown unit",
+            ),
+            (
+                "--upstream http://u:1 --max-buffer",
+                "--max-buffer needs a value",
+            ),
+            (
+                "--upstream http://u:1 --slow-client-policy drop",
+                "--slow-client-policy: `drop` is not one of",
+            ),
+            (
+                "--upstream http://u:1 --slow-client-timeout 1",
+                "--slow-client-timeout: `1` has no unit",
+            ),
+            ("--upstream http://u:1 --route", "--route needs a value"),
+            (
+                "--upstream http://u:1 --route /llm/",
+                "expected PREFIX=NAME:VALUE",
+            ),
+            (
+                "--upstream http://u:1 --route llm=retry:1s",
+                "must be a path",
+            ),
+            ("--upstream http://u:1 --route =retry:1s", "must be a path"),
+            (
+                "--upstream http://u:1 --route /a?b=retry:1s",
+                "must be a path",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=bogus:1",
+                "--route /llm/: unknown setting `bogus`",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=drain:1s",
+                "--route /llm/: unknown setting `drain`",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=--retry:1s",
+                "unknown setting `--retry`",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=retry=1s",
+                "--route /llm/: `retry=1s`: write settings as NAME:VALUE",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=retry",
+                "--route /llm/: retry needs a value",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=retry:",
+                "--route /llm/: retry: `` is not a duration",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=retry:1s,",
+                "--route /llm/: unknown setting ``",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=no-retry:1s",
+                "--route /llm/: no-retry takes no value",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=retry:1s,no-retry",
+                "--route /llm/: retry/no-retry given more than once",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=max-buffer:1KiB,max-buffer:2KiB",
+                "--route /llm/: max-buffer given more than once",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=max-buffer:lots",
+                "--route /llm/: max-buffer: `lots` is not a size",
+            ),
+            (
+                "--upstream http://u:1 --route /llm/=slow-client-policy:oldest",
+                "--route /llm/: slow-client-policy: `oldest` is not one of",
+            ),
+            (
+                "--upstream http://u:1 --route /a/=retry:1s --route /a/=retry:2s",
+                "--route /a/ given more than once",
+            ),
         ];
         for (line, expected) in cases {
             match args(line) {

@@ -97,14 +97,19 @@ async fn upstream() -> (SocketAddr, Seen) {
     (support::serve(service).await, seen)
 }
 
+/// Answers by the last segment of the path, so that the proxy's route prefixes (`/a/events`)
+/// reach the same answers: `events` (`?hold` keeps it open), `json`, `ticks` (an event every
+/// 50 ms) and `firehose` (32 KiB of events every millisecond).
 fn answer(target: &str, headers: &HeaderMap) -> Response<UpstreamBody> {
-    match target {
-        "/events" | "/events?hold" => {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let name = path.rsplit('/').next().unwrap_or_default();
+    match (name, query) {
+        ("events", "" | "hold") => {
             let last_event_id = headers
                 .get("last-event-id")
                 .and_then(|value| value.to_str().ok());
             let frames = upstream_frames(last_event_id);
-            let hold = target.ends_with("?hold");
+            let hold = query == "hold";
             let (mut tx, response) = support::sse_channel();
             tokio::spawn(async move {
                 for (i, frame) in frames.into_iter().enumerate() {
@@ -121,7 +126,41 @@ fn answer(target: &str, headers: &HeaderMap) -> Response<UpstreamBody> {
             });
             response.map(Either::Left)
         }
-        "/json" => Response::builder()
+        ("ticks", "") => {
+            let (mut tx, response) = support::sse_channel();
+            tokio::spawn(async move {
+                // At most 10 s; the test's runtime ends it sooner.
+                for n in 0..200 {
+                    let tick = Bytes::from(format!("data: tick {n}\n\n"));
+                    if tx.send_data(tick).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            response.map(Either::Left)
+        }
+        ("firehose", "") => {
+            let (mut tx, response) = support::sse_channel();
+            tokio::spawn(async move {
+                // 32 events of 1 KiB per frame, a frame per millisecond (about 30 MB/s): fills
+                // the socket buffers of a client that does not read within a fraction of a
+                // second without spinning a core. At most 10 s, until the proxy hangs up.
+                let mut event = b"event: load\ndata: ".to_vec();
+                event.resize(1022, b'x');
+                event.extend_from_slice(b"\n\n");
+                let frame = Bytes::from(event.repeat(32));
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while tokio::time::Instant::now() < deadline {
+                    if tx.send_data(frame.clone()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            response.map(Either::Left)
+        }
+        ("json", "") => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CONTENT_ENCODING, "gzip")
             .header(header::CONTENT_LENGTH, gzip_json().len())
@@ -210,7 +249,12 @@ impl Proxy {
     /// The log once it contains `needle` (it is read from the pipe by another task), or after
     /// a second, whatever it holds then.
     async fn log_with(&self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        self.log_within(needle, Duration::from_secs(1)).await
+    }
+
+    /// [`log_with`](Self::log_with), waiting up to `timeout`.
+    async fn log_within(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let log = self.log();
             if log.contains(needle) || tokio::time::Instant::now() >= deadline {
@@ -306,6 +350,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
+}
+
+/// A request for the event stream at `path`, closing the connection after the response.
+fn sse_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
+         Connection: close\r\n\r\n"
+    )
+}
+
+/// The whole event stream at `path` through `proxy` (a 200, ended cleanly), dechunked.
+async fn stream_data(proxy: &Proxy, path: &str) -> String {
+    let (head, body) = exchange(proxy, &sse_request(path)).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{path}: {head}");
+    let (data, complete) = dechunk(&body);
+    let data = String::from_utf8_lossy(&data).into_owned();
+    assert!(complete, "{path}: no last chunk: {data:?}");
+    data
 }
 
 /// The dechunked body read so far, and whether the last chunk was seen.
@@ -558,10 +620,24 @@ async fn an_unreachable_upstream_gets_a_plain_502() {
 
 #[tokio::test]
 async fn bad_arguments_exit_with_code_2_and_print_the_usage_on_stderr() {
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 7] = [
         &["--upstream", "http://127.0.0.1:9", "--bogus"],
         &["--upstream", "http://127.0.0.1:9", "--retry", "3x"],
         &["--listen", "127.0.0.1:0"],
+        &["--upstream", "http://127.0.0.1:9", "--max-buffer", "1MB"],
+        &["--upstream", "http://127.0.0.1:9", "--route", "/llm/"],
+        &[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--route",
+            "/llm/=bogus:1s",
+        ],
+        &[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--route",
+            "/llm/=retry:1s,retry:2s",
+        ],
     ];
     for args in cases {
         let output = tokio::time::timeout(
@@ -654,4 +730,184 @@ async fn sigterm_drains_an_open_stream_with_a_retry_hint_and_exits_0() {
     assert!(log.contains("sse stream closed"), "{log}");
     assert!(log.contains("reason=\"shutdown\""), "{log}");
     assert!(log.contains("all connections closed"), "{log}");
+}
+
+#[tokio::test]
+async fn routes_write_their_own_retry_hint_and_the_longest_prefix_wins() {
+    let (upstream, seen) = upstream().await;
+    let proxy = Proxy::start(
+        upstream,
+        &[
+            "--retry",
+            "2s",
+            "--route",
+            "/a/=retry:1s",
+            "--route",
+            "/b/=retry:250ms,heartbeat:5s",
+            "--route",
+            "/a/deep/=retry:500ms",
+        ],
+    )
+    .await;
+    let cases = [
+        ("/a/events", "retry: 1000\n"),
+        ("/b/events", "retry: 250\n"),
+        ("/a/deep/events", "retry: 500\n"),
+        // No route: the global flag. `/ab/` does not start with `/a/`.
+        ("/events", "retry: 2000\n"),
+        ("/ab/events", "retry: 2000\n"),
+    ];
+    // All at once: each stream takes about 300 ms.
+    let streams =
+        futures_util::future::join_all(cases.iter().map(|(path, _)| stream_data(&proxy, path)))
+            .await;
+    let upstream_text = String::from_utf8(upstream_bytes(None)).unwrap();
+    for ((path, hint), data) in cases.iter().zip(&streams) {
+        assert_eq!(*data, format!("{hint}{upstream_text}"), "{path}");
+    }
+    // The path reaches the upstream unchanged, whatever the route.
+    let mut targets: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(target, _)| target.clone())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        [
+            "/a/deep/events",
+            "/a/events",
+            "/ab/events",
+            "/b/events",
+            "/events"
+        ]
+    );
+    let log = proxy.log_with("route=/a/deep/").await;
+    assert!(log.contains("route=/a/deep/"), "{log}");
+}
+
+#[tokio::test]
+async fn a_no_retry_route_writes_no_hint_while_other_paths_keep_the_global_one() {
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(
+        upstream,
+        &["--retry", "1500ms", "--route", "/quiet/=no-retry"],
+    )
+    .await;
+    let upstream_text = String::from_utf8(upstream_bytes(None)).unwrap();
+    let (quiet, global) = tokio::join!(
+        stream_data(&proxy, "/quiet/events"),
+        stream_data(&proxy, "/events"),
+    );
+    assert_eq!(quiet, upstream_text);
+    assert!(!quiet.contains("retry:"), "{quiet:?}");
+    assert_eq!(global, format!("retry: 1500\n{upstream_text}"));
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_a_drop_oldest_route_is_closed_as_slow_and_others_keep_streaming()
+{
+    let (upstream, _) = upstream().await;
+    let proxy = Proxy::start(
+        upstream,
+        &[
+            "--route",
+            "/feeds/=slow-client-policy:drop-oldest,max-buffer:8KiB,slow-client-timeout:300ms",
+        ],
+    )
+    .await;
+
+    // A client on a route without the slow-client buffer (the global settings), reading all the
+    // time; `ticks` counts the events it got.
+    let mut reader = TcpStream::connect(proxy.addr).await.unwrap();
+    reader
+        .write_all(b"GET /ticks HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let reading = {
+        let received = Arc::clone(&received);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut buf).await {
+                received.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let ticks = || {
+        body_so_far(&received.lock().unwrap()).map_or(0, |(data, _)| {
+            data.windows(b"data: tick ".len())
+                .filter(|window| *window == b"data: tick ")
+                .count()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(2), || ticks() >= 2).await,
+        "no ticks: {}",
+        proxy.log()
+    );
+
+    // A client on the firehose that sends its request and never reads. A small receive buffer
+    // keeps what the kernel takes for it small.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"GET /feeds/firehose HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let requested = tokio::time::Instant::now();
+    let ticks_at_request = ticks();
+
+    let log = proxy
+        .log_within("reason=\"slow_client\"", Duration::from_secs(3))
+        .await;
+    let closed_after = requested.elapsed();
+    assert!(
+        log.contains("reason=\"slow_client\""),
+        "no slow-client close within 3 s:\n{log}"
+    );
+    // Not before the client was given its 300 ms.
+    assert!(
+        closed_after >= Duration::from_millis(300),
+        "{closed_after:?}"
+    );
+    // The firehose's stream, on its route, is the one closed (the reader's keeps going, below).
+    assert!(
+        log.lines().any(|line| line.contains("sse stream opened")
+            && line.contains("path=/feeds/firehose route=/feeds/")),
+        "{log}"
+    );
+
+    // The other stream kept going while the firehose stalled, and still does.
+    let ticks_at_close = ticks();
+    assert!(
+        ticks_at_close > ticks_at_request,
+        "no tick during the stall ({ticks_at_request} -> {ticks_at_close})"
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || ticks() >= ticks_at_close + 3).await,
+        "the reader stopped receiving after the close: {} ticks\n{log}",
+        ticks()
+    );
+    assert!(!reading.is_finished(), "the reader's stream ended");
+    reading.abort();
+    drop(stalled);
+}
+
+/// Whether `condition` holds within `timeout` (checked every 10 ms).
+async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
