@@ -549,6 +549,8 @@ struct Tally {
     reason: Option<CloseReason>,
     /// Set when the slow-client pump already counted this stream's close.
     closed_elsewhere: Option<Arc<AtomicBool>>,
+    /// The span the stream opened in (the request's): the close is logged in it too.
+    span: tracing::Span,
 }
 
 impl Tally {
@@ -563,6 +565,7 @@ impl Tally {
             heartbeats: 0,
             reason: None,
             closed_elsewhere,
+            span: tracing::Span::current(),
         }
     }
 
@@ -612,6 +615,7 @@ impl Tally {
         self.reason = Some(reason);
         self.metrics.closed(reason);
         let duration: Duration = self.opened.elapsed();
+        let _span = self.span.enter();
         tracing::debug!(
             target: "tower_sse",
             reason = reason.as_str(),

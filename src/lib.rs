@@ -126,6 +126,9 @@ mod config;
 mod detect;
 mod error;
 mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_api;
 mod headers;
 mod layer;
 mod macros;

@@ -252,7 +252,9 @@ where
             return Err(body);
         };
         let shared = Shared::new(slow, metrics.clone());
-        tokio::spawn(pump::pump(body, Arc::clone(&shared), heartbeat));
+        // The pump logs in the request's span (peer, path) like the body does.
+        let pump = pump::pump(body, Arc::clone(&shared), heartbeat);
+        tokio::spawn(tracing::Instrument::instrument(pump, tracing::Span::current()));
         Ok(Receiver { shared })
     }
 }
