@@ -254,7 +254,10 @@ where
         let shared = Shared::new(slow, metrics.clone());
         // The pump logs in the request's span (peer, path) like the body does.
         let pump = pump::pump(body, Arc::clone(&shared), heartbeat);
-        tokio::spawn(tracing::Instrument::instrument(pump, tracing::Span::current()));
+        tokio::spawn(tracing::Instrument::instrument(
+            pump,
+            tracing::Span::current(),
+        ));
         Ok(Receiver { shared })
     }
 }

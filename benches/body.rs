@@ -1,0 +1,197 @@
+//! Per-frame cost of [`SseBody`](tower_sse::SseBody), through the public API, against the same
+//! inner body polled alone.
+//!
+//! Run with: `cargo bench --bench body` (short: `cargo bench --bench body -- --warm-up-time 1
+//! --measurement-time 3`).
+//!
+//! One iteration = one request through `oneshot` on a `service_fn` whose response body yields
+//! `N` = 10,000 data frames of one 100-byte event each, then polling that body to its end (each
+//! frame dropped as it arrives). The baseline is the same `service_fn` without the layer, so the
+//! difference divided by `N` is the layer's cost per frame (with its once-per-stream setup spread
+//! over the frames: a few hundred ns / 10,000). Cases:
+//!
+//! - `sse`: `text/event-stream`, baseline / `SseLayer::new()` / `SseLayer::new().slow_client(..)`
+//!   (the pump task runs on the same current-thread runtime as the consumer);
+//! - `json`: `application/json`, baseline / `SseLayer::new()` (passthrough).
+//!
+//! After the criterion run, a table prints ns per frame and the overhead per frame.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "support/summary.rs"]
+mod summary;
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use http::{Request, Response, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_sse::{SlowClient, SseLayer};
+
+/// Frames per stream.
+const N: usize = 10_000;
+/// One event of exactly 100 bytes.
+const EVENT: &[u8; 100] =
+    b"data: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":300,\"venue\":\"XNYS\",\"pad\":\"xxxxx\"}\n\n";
+
+/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
+#[derive(Debug)]
+struct Frames {
+    left: usize,
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// The inner service: a response of `N` frames with the given content type.
+fn inner(
+    content_type: &'static str,
+) -> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
+    service_fn(move |_: Request<Empty<Bytes>>| async move {
+        let mut response = Response::new(Frames { left: N });
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        Ok::<_, Infallible>(response)
+    })
+}
+
+fn request() -> Request<Empty<Bytes>> {
+    Request::builder()
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// One request through `service`, its body polled to the end; returns the frames seen.
+async fn drain<S, B>(service: S) -> usize
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = service.oneshot(request()).await.unwrap().into_body();
+    let mut frames = 0;
+    while let Some(frame) = body.frame().await {
+        black_box(frame.unwrap());
+        frames += 1;
+    }
+    frames
+}
+
+/// Times `iters` streams through clones of `service` on `runtime`.
+fn run<S, B>(runtime: &Runtime, service: &S, iters: u64) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let frames = drain(service.clone()).await;
+            debug_assert!(frames >= N);
+        }
+        start.elapsed()
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The bodies are what the benchmark says they are.
+    let sse = SseLayer::new().layer(inner("text/event-stream"));
+    assert_eq!(runtime.block_on(drain(sse.clone())), N + 1); // + the `retry:` line
+    let buffered = SseLayer::new()
+        .slow_client(SlowClient::new())
+        .layer(inner("text/event-stream"));
+    let json = SseLayer::new().layer(inner("application/json"));
+    assert_eq!(runtime.block_on(drain(json.clone())), N);
+
+    let mut group = c.benchmark_group("body_sse");
+    group.throughput(Throughput::Elements(N as u64));
+    let bare = inner("text/event-stream");
+    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
+    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
+    group.bench_function("layer_slow_client", |b| {
+        b.iter_custom(|i| run(&runtime, &buffered, i));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("body_json");
+    group.throughput(Throughput::Elements(N as u64));
+    let bare = inner("application/json");
+    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
+    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &json, i)));
+    group.finish();
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let mut criterion = Criterion::default().configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+
+    println!(
+        "\nper-frame cost (median of criterion's samples), this run; N = {N} frames of 100 B:"
+    );
+    println!(
+        "{:<10} {:<18} {:>12} {:>16} {:>8}",
+        "group", "case", "ns/frame", "overhead ns/fr", "ratio"
+    );
+    for (group, cases) in [
+        ("body_sse", &["layer", "layer_slow_client"][..]),
+        ("body_json", &["layer"][..]),
+    ] {
+        let Some(base) = summary::median_ns(group, "inner", started) else {
+            continue;
+        };
+        let base = base / N as f64;
+        println!(
+            "{group:<10} {:<18} {base:>12.2} {:>16} {:>8}",
+            "inner", "-", "1.000"
+        );
+        for case in cases {
+            if let Some(ns) = summary::median_ns(group, case, started) {
+                let ns = ns / N as f64;
+                println!(
+                    "{group:<10} {case:<18} {ns:>12.2} {:>16.2} {:>8.3}",
+                    ns - base,
+                    ns / base
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Reads back what criterion measured in this run, so that a bench can print ratios to its own
+//! baseline measured in the same process.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// Where criterion writes its results: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion` or
+/// `target/criterion` (cargo runs benches from the package root).
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/criterion")
+}
+
+/// The median time of one iteration of `group/function`, in ns, if criterion measured it in this
+/// run (its estimates file was written after `since`).
+pub(crate) fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_dir()
+        .join(group)
+        .join(function)
+        .join("new/estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    point_estimate(&text, "\"median\"")
+}
+
+/// The `point_estimate` of the statistic `key` in criterion's `estimates.json`.
+fn point_estimate(json: &str, key: &str) -> Option<f64> {
+    let after_key = json.get(json.find(key)? + key.len()..)?;
+    let field = "\"point_estimate\":";
+    let value = after_key.get(after_key.find(field)? + field.len()..)?;
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(value.len());
+    value.get(..end)?.trim().parse().ok()
+}
