@@ -14,6 +14,9 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
+
+/// How many bytes a stream sends between updates of the shared byte counter, at most.
+const FLUSH_BYTES: u64 = 64 * 1024;
 use crate::backpressure::Receiver;
 use crate::config::{self, Config, DRAIN_RETRY_JITTER, Settings};
 use crate::metrics::{CloseReason, SseMetrics};
@@ -181,8 +184,8 @@ pin_project! {
         // the timer, when it fires early, is reset to what is left.
         #[pin]
         timer: Option<Sleep>,
-        #[pin]
-        drain: Option<OwnedNotified>,
+        // Boxed: most streams have no shutdown handle, and the waiter is large.
+        drain: Option<Pin<Box<OwnedNotified>>>,
         state: State,
     }
 }
@@ -205,7 +208,8 @@ enum Phase {
 
 struct State {
     config: Arc<Config>,
-    settings: Settings,
+    /// The settings of this stream when an `SseOverride` changed the layer's (boxed: rare).
+    overridden: Option<Box<Settings>>,
     scanner: Scanner,
     phase: Phase,
     /// A frame to write before anything else (opening lines, a released BOM prefix, the final
@@ -230,9 +234,12 @@ impl Stream {
         closed_elsewhere: Option<Arc<AtomicBool>>,
     ) -> Self {
         let now = Instant::now();
-        let drain = config.shutdown.as_ref().map(crate::SseShutdown::notified);
+        let drain = config
+            .shutdown
+            .as_ref()
+            .map(|shutdown| Box::pin(shutdown.notified()));
         let mut state = State {
-            settings,
+            overridden: (settings != config.settings).then(|| Box::new(settings)),
             scanner: Scanner::new(),
             phase: Phase::Opening,
             pending: None,
@@ -286,9 +293,7 @@ impl Stream {
                 if this.timer.is_some() {
                     this.timer.set(None);
                 }
-                if this.drain.is_some() {
-                    this.drain.set(None);
-                }
+                *this.drain = None;
             }
             if let Some(bytes) = state.pending.take() {
                 state.tally.sent(bytes.len());
@@ -342,16 +347,17 @@ impl Stream {
                 }
             }
 
-            if let Some(drain) = this.drain.as_mut().as_pin_mut()
-                && drain.poll(cx).is_ready()
+            if let Some(drain) = this.drain.as_mut()
+                && drain.as_mut().poll(cx).is_ready()
             {
-                this.drain.set(None);
+                *this.drain = None;
                 let now = Instant::now();
                 let started = state.config.shutdown.as_ref().and_then(|s| s.started());
                 state.on_drain(started.unwrap_or(now), now);
                 continue;
             }
 
+            state.tally.flush();
             let Some(deadline) = state.next_deadline() else {
                 return Poll::Pending;
             };
@@ -378,6 +384,10 @@ impl Stream {
 }
 
 impl State {
+    fn settings(&self) -> &Settings {
+        self.overridden.as_deref().unwrap_or(&self.config.settings)
+    }
+
     const fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Ended) && self.pending.is_none()
     }
@@ -393,9 +403,9 @@ impl State {
             return;
         }
         let retry = self
-            .settings
+            .settings()
             .retry
-            .map(|retry| config::retry_line(retry, self.settings.retry_jitter, LineEnd::Lf));
+            .map(|retry| config::retry_line(retry, self.settings().retry_jitter, LineEnd::Lf));
         let opening = match (self.config.initial_comment.clone(), retry) {
             (None, None) => return,
             (Some(line), None) | (None, Some(line)) => line,
@@ -447,11 +457,11 @@ impl State {
 
     /// The layer ends the stream: a final `retry:` hint where a line may go, then the end.
     fn end(&mut self, reason: CloseReason) {
-        if let (Some(retry), Some(line_end)) = (self.settings.retry, self.scanner.injection()) {
+        if let (Some(retry), Some(line_end)) = (self.settings().retry, self.scanner.injection()) {
             let jitter = if reason == CloseReason::Shutdown {
-                self.settings.retry_jitter.max(DRAIN_RETRY_JITTER)
+                self.settings().retry_jitter.max(DRAIN_RETRY_JITTER)
             } else {
-                self.settings.retry_jitter
+                self.settings().retry_jitter
             };
             self.pending = Some(config::retry_line(retry, jitter, line_end));
         }
@@ -461,7 +471,7 @@ impl State {
 
     /// A drain started at `started`: this stream picks its moment in the window.
     fn on_drain(&mut self, started: Instant, now: Instant) {
-        let window = self.settings.drain_window;
+        let window = self.settings().drain_window;
         let window_end = (started + window).max(now);
         let at = (started + window.mul_f64(config::random_unit())).max(now);
         self.drain_at = Some((at.min(window_end), window_end));
@@ -478,7 +488,7 @@ impl State {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let s = &self.settings;
+        let s = self.settings();
         let candidates = [
             s.heartbeat.map(|interval| self.last_output + interval),
             s.idle_timeout.map(|limit| self.last_upstream + limit),
@@ -496,7 +506,7 @@ impl State {
         if self.phase == Phase::Ended {
             return;
         }
-        if let Some(limit) = self.settings.idle_timeout
+        if let Some(limit) = self.settings().idle_timeout
             && now >= self.last_upstream + limit
         {
             // The upstream is silent: waiting for a boundary is pointless.
@@ -514,7 +524,7 @@ impl State {
             && now >= at
         {
             self.lifetime_at = None;
-            self.close(CloseReason::Lifetime, now + self.settings.close_grace);
+            self.close(CloseReason::Lifetime, now + self.settings().close_grace);
         }
         if let Some((at, window_end)) = self.drain_at
             && now >= at
@@ -522,7 +532,7 @@ impl State {
             self.drain_at = None;
             self.close(CloseReason::Shutdown, window_end.max(now));
         }
-        if let Some(interval) = self.settings.heartbeat
+        if let Some(interval) = self.settings().heartbeat
             && now >= self.last_output + interval
         {
             self.last_output = now;
@@ -545,6 +555,9 @@ struct Tally {
     opened: Instant,
     bytes: u64,
     events: u64,
+    /// What the shared counters already have of `bytes` and `events`.
+    flushed_bytes: u64,
+    flushed_events: u64,
     heartbeats: u64,
     reason: Option<CloseReason>,
     /// Set when the slow-client pump already counted this stream's close.
@@ -562,6 +575,8 @@ impl Tally {
             opened: now,
             bytes: 0,
             events: 0,
+            flushed_bytes: 0,
+            flushed_events: 0,
             heartbeats: 0,
             reason: None,
             closed_elsewhere,
@@ -570,15 +585,33 @@ impl Tally {
     }
 
     fn sent(&mut self, len: usize) {
-        let len = len as u64;
-        self.bytes += len;
-        SseMetrics::add(&self.metrics.counters.bytes, len);
+        self.bytes += len as u64;
+        if self.bytes - self.flushed_bytes >= FLUSH_BYTES {
+            self.flush();
+        }
     }
 
     fn events(&mut self, n: u32) {
-        if n > 0 {
-            self.events += u64::from(n);
-            SseMetrics::add(&self.metrics.counters.events, u64::from(n));
+        self.events += u64::from(n);
+    }
+
+    /// Publishes the byte and event counts to the shared counters. Done when the stream waits,
+    /// every `FLUSH_BYTES`, and at the end, rather than per frame: the shared counters sit on
+    /// one cache line that every stream on every core would otherwise write.
+    fn flush(&mut self) {
+        if self.bytes != self.flushed_bytes {
+            SseMetrics::add(
+                &self.metrics.counters.bytes,
+                self.bytes - self.flushed_bytes,
+            );
+            self.flushed_bytes = self.bytes;
+        }
+        if self.events != self.flushed_events {
+            SseMetrics::add(
+                &self.metrics.counters.events,
+                self.events - self.flushed_events,
+            );
+            self.flushed_events = self.events;
         }
     }
 
@@ -601,6 +634,7 @@ impl Drop for Tally {
 impl Tally {
     /// Counts the stream as closed for `reason`, once: the first reason wins.
     fn finish(&mut self, reason: CloseReason) {
+        self.flush();
         if self.reason.is_some() {
             return;
         }
@@ -1034,6 +1068,19 @@ mod tests {
         let snapshot = config.metrics.snapshot();
         assert_eq!(snapshot.open_streams, 0);
         assert_eq!(snapshot.closed(CloseReason::ClientGone), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_counters_are_published_when_the_stream_waits() {
+        let config = config(|_| {});
+        let (mut body, _) = sse(vec![Step::Data(b"data: a\n\n"), Step::Stall], &config);
+        body.frame().await.unwrap().unwrap();
+        // Not yet: counts are published when the stream waits, not per frame.
+        assert_eq!(config.metrics.snapshot().bytes, 0);
+        let waited = tokio::time::timeout(Duration::from_millis(1), body.frame()).await;
+        assert!(waited.is_err());
+        let snapshot = config.metrics.snapshot();
+        assert_eq!((snapshot.bytes, snapshot.events), (9, 1));
     }
 
     #[tokio::test(start_paused = true)]
