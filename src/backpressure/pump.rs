@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes};
 use http_body::Body;
 use tokio::time::{Instant, Sleep};
 
+use super::SlowClientPolicy;
 use super::queue::{End, Shared};
 use crate::BoxError;
 use crate::scanner::Scanner;
@@ -136,6 +137,13 @@ fn enqueue(
     cuts: &mut Vec<usize>,
     now: Instant,
 ) {
+    if shared.slow.policy == SlowClientPolicy::Disconnect {
+        // Nothing is ever dropped: frames need no event boundaries, and pass whole.
+        let mut state = shared.lock();
+        state.push(data, false, shared, now);
+        state.wake_consumer();
+        return;
+    }
     cuts.clear();
     scanner.feed_with_boundaries(&data, |at| cuts.push(at));
     let mut state = shared.lock();

@@ -5,7 +5,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+/// Pieces shorter than this are merged with the ones after them, up to this many bytes.
+const MERGE_LIMIT: usize = 16 * 1024;
 use http::HeaderMap;
 use tokio::time::Instant;
 
@@ -220,13 +223,15 @@ impl State {
         self.bytes = 0;
     }
 
-    /// Takes the next piece for the client, or registers the consumer.
-    pub(crate) fn poll_take(
-        &mut self,
-        cx: &Context<'_>,
-        shared: &Shared,
-        now: Instant,
-    ) -> Poll<Option<Result<Take, BoxError>>> {
+    /// The length of the next piece the client would get, if one is queued.
+    fn next_piece_len(&self) -> Option<usize> {
+        self.items
+            .iter()
+            .find_map(|item| item.pieces.front().map(Bytes::len))
+    }
+
+    /// Removes the next piece, marking its event started.
+    fn pop_piece(&mut self, shared: &Shared) -> Option<Bytes> {
         while let Some(front) = self.items.front_mut() {
             if let Some(piece) = front.pieces.pop_front() {
                 front.started = true;
@@ -240,18 +245,49 @@ impl State {
                 if front.complete && front.pieces.is_empty() {
                     self.items.pop_front();
                 }
-                self.last_progress = now;
-                if self.producer_blocked && self.has_room(&shared.slow) {
-                    self.producer_blocked = false;
-                    self.wake_producer();
-                }
-                return Poll::Ready(Some(Ok(Take::Data(piece))));
+                return Some(piece);
             }
             if front.complete {
                 self.items.pop_front();
             } else {
-                break;
+                return None;
             }
+        }
+        None
+    }
+
+    /// Takes the next piece for the client, or registers the consumer.
+    pub(crate) fn poll_take(
+        &mut self,
+        cx: &Context<'_>,
+        shared: &Shared,
+        now: Instant,
+    ) -> Poll<Option<Result<Take, BoxError>>> {
+        if let Some(first) = self.pop_piece(shared) {
+            // Events split apart for the policies go out together again (up to `MERGE_LIMIT`),
+            // so that a frame of many small events does not become as many HTTP chunks.
+            let data = if first.len() < MERGE_LIMIT && self.next_piece_len().is_some() {
+                let mut merged = BytesMut::with_capacity(MERGE_LIMIT);
+                merged.extend_from_slice(&first);
+                while let Some(len) = self.next_piece_len() {
+                    if merged.len() + len > MERGE_LIMIT {
+                        break;
+                    }
+                    match self.pop_piece(shared) {
+                        Some(piece) => merged.extend_from_slice(&piece),
+                        None => break,
+                    }
+                }
+                merged.freeze()
+            } else {
+                first
+            };
+            self.last_progress = now;
+            if self.producer_blocked && self.has_room(&shared.slow) {
+                self.producer_blocked = false;
+                self.wake_producer();
+            }
+            return Poll::Ready(Some(Ok(Take::Data(data))));
         }
         if self.is_empty() {
             match self.end.take() {
