@@ -15,6 +15,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
 
+/// `State::activity`: the inner body produced bytes.
+const UPSTREAM_ACTIVE: u8 = 1;
+/// `State::activity`: bytes of the inner body went to the client.
+const OUTPUT_ACTIVE: u8 = 2;
+
 /// How many bytes a stream sends between updates of the shared byte counter, at most.
 const FLUSH_BYTES: u64 = 64 * 1024;
 use crate::backpressure::Receiver;
@@ -220,6 +225,9 @@ struct State {
     last_output: Instant,
     /// The last time the inner body produced bytes (for the idle timeout).
     last_upstream: Instant,
+    /// Traffic not yet dated into `last_output` / `last_upstream` (`UPSTREAM_ACTIVE`,
+    /// `OUTPUT_ACTIVE`).
+    activity: u8,
     /// When the stream reaches its (jittered) maximum lifetime.
     lifetime_at: Option<Instant>,
     /// When a drain wants this stream to end, and when the drain window closes.
@@ -245,6 +253,7 @@ impl Stream {
             pending: None,
             last_output: now,
             last_upstream: now,
+            activity: 0,
             lifetime_at: settings
                 .max_lifetime
                 .map(|lifetime| now + config::shortened(lifetime, settings.lifetime_jitter)),
@@ -358,6 +367,9 @@ impl Stream {
             }
 
             state.tally.flush();
+            if state.activity != 0 {
+                state.date_activity(Instant::now());
+            }
             let Some(deadline) = state.next_deadline() else {
                 return Poll::Pending;
             };
@@ -425,8 +437,7 @@ impl State {
         if data.is_empty() {
             return None;
         }
-        let now = Instant::now();
-        self.last_upstream = now;
+        self.activity |= UPSTREAM_ACTIVE;
         let feed = self.scanner.feed(&data);
         self.tally.events(feed.events);
         if feed.release > 0 {
@@ -442,8 +453,23 @@ impl State {
         if data.is_empty() {
             return None;
         }
-        self.last_output = now;
+        self.activity |= OUTPUT_ACTIVE;
         Some(data)
+    }
+
+    /// Dates the activity seen since the last time the stream waited. Frames are only flagged
+    /// as they pass (a clock read per frame would cost more than the rest of the frame's
+    /// handling); the flags are turned into instants when the stream next waits or its timer
+    /// fires. A stream that is polled dates its traffic to within one poll; one that is not
+    /// polled (the client's buffers are full) can send no heartbeat anyway.
+    fn date_activity(&mut self, now: Instant) {
+        if self.activity & UPSTREAM_ACTIVE != 0 {
+            self.last_upstream = now;
+        }
+        if self.activity & OUTPUT_ACTIVE != 0 {
+            self.last_output = now;
+        }
+        self.activity = 0;
     }
 
     fn upstream_ended(&mut self, reason: CloseReason) {
@@ -506,6 +532,7 @@ impl State {
         if self.phase == Phase::Ended {
             return;
         }
+        self.date_activity(now);
         if let Some(limit) = self.settings().idle_timeout
             && now >= self.last_upstream + limit
         {
