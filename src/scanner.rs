@@ -222,6 +222,14 @@ impl Scanner {
                             boundary(i);
                         }
                         b':' => self.line = Line::Comment,
+                        b'd' if bytes.get(i..i + 4) == Some(b"ata:") => {
+                            // The common case in one comparison: a `data:` line.
+                            self.line = Line::Field;
+                            self.open = true;
+                            self.data = true;
+                            self.name = NAME_DONE;
+                            i += 4;
+                        }
                         _ => {
                             self.line = Line::Field;
                             self.open = true;
