@@ -407,8 +407,12 @@ impl State {
     /// First poll: the opening lines, unless a drain already wants the stream gone.
     fn open(&mut self) {
         self.phase = Phase::Open;
+        // The stream starts for the client now: heartbeats are due an interval after this, not
+        // after the response was made (the first poll may come later).
+        let now = Instant::now();
+        self.last_output = now;
         if let Some((at, _)) = self.drain_at
-            && at <= Instant::now()
+            && at <= now
         {
             // Opened during a drain: a jittered `retry:` and a clean end, nothing else.
             self.end(CloseReason::Shutdown);

@@ -51,6 +51,8 @@ pub(crate) struct State {
     pub(crate) last_progress: Instant,
     /// The pump waits for room: wake it when the client takes bytes.
     pub(crate) producer_blocked: bool,
+    /// An item was queued before (the first one is pinned).
+    had_items: bool,
     consumer: Option<Waker>,
     producer: Option<Waker>,
 }
@@ -75,6 +77,7 @@ impl Shared {
                 receiver_gone: false,
                 last_progress: Instant::now(),
                 producer_blocked: false,
+                had_items: false,
                 consumer: None,
                 producer: None,
             }),
@@ -97,7 +100,8 @@ impl State {
 
     /// Whether the pump may pull another frame from the upstream.
     pub(crate) fn has_room(&self, slow: &SlowClient) -> bool {
-        self.bytes < slow.max_buffer
+        // An empty queue always takes a frame: a zero limit holds one frame at a time.
+        self.bytes < slow.max_buffer || self.bytes == 0
     }
 
     pub(crate) fn wake_consumer(&mut self) {
@@ -134,7 +138,16 @@ impl State {
         let item = match self.items.back_mut() {
             Some(item) if !item.complete => item,
             _ => {
-                self.items.push_back(Item::default());
+                // The stream's first event is never dropped: the client would then see the
+                // next event's first bytes at the stream start, where a U+FEFF that was an
+                // ordinary character becomes a skipped BOM (and the first event's own BOM
+                // would hide its type from `event_kind`).
+                let first = !self.had_items;
+                self.had_items = true;
+                self.items.push_back(Item {
+                    started: first,
+                    ..Item::default()
+                });
                 match self.items.back_mut() {
                     Some(item) => item,
                     None => return,

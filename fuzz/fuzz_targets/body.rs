@@ -1,0 +1,13 @@
+//! `SseBody` through the public layer, driven by a script of upstream frames, waits, client
+//! stalls and a drain on a paused current-thread runtime, with heartbeats, retry hints, idle
+//! timeout, lifetime, shutdown and the slow-client buffer as the input configures them.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tower_sse_fuzz::checks;
+use tower_sse_fuzz::seed::BodyInput;
+
+fuzz_target!(|input: BodyInput| {
+    checks::check_body(&input);
+});

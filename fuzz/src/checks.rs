@@ -1,0 +1,723 @@
+//! Checks through tower-sse's public API: a real `SseLayer` around a `service_fn` whose event
+//! stream is fed from a channel, on a paused current-thread Tokio runtime.
+//!
+//! Shared by the fuzz targets and by the stable test `tests/fuzz_seeds.rs`, which includes this
+//! file with `#[path]`; it expects the modules `seed`, `header_rules` and `sse_parser`
+//! (`tests/support/sse_parser.rs`) at its crate's root. The functions accept any input and
+//! panic only when an invariant of `SSE-RULES.md` is broken.
+
+// Each user of this module needs only some of it.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body::{Body, Frame};
+use http_body_util::channel::{Channel, Sender};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_sse::{CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
+
+use crate::header_rules;
+use crate::seed::{BodyInput, Options, Policy, RETRY_MS, ScannerInput, Step};
+use crate::sse_parser::{Parsed, parse};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// With the slow-client buffer, heartbeats are `:` + this byte, which the checks replace in the
+/// upstream's bytes: the buffer merges frames into copies, so its heartbeats are told apart by
+/// content.
+const HEARTBEAT_MARK: u8 = 0x01;
+
+/// The `scanner` input through the public layer: the stream is sent frame by frame with 15 ms of
+/// silence after each and a 10 ms heartbeat, so that a heartbeat is due after every frame and
+/// injected wherever the scanner allows; the `retry:` hint goes first when `inject_first`. The
+/// body checks of [`check_body`] apply (events, injected lines only at line starts, bytes
+/// forwarded at once, clean end).
+pub fn check_scanner_layer(input: &ScannerInput) {
+    check_body(&BodyInput::from_scanner(input));
+}
+
+/// The `headers` input through the public layer: a `service_fn` answers `200` with the valid
+/// pairs (and `Content-Type: text/event-stream` unless they carry a `Content-Type`).
+///
+/// Asserts that an event stream's headers are fixed (see [`header_rules::assert_fixed`]), that a
+/// response the layer does not take for an event stream keeps its headers exactly (I9), that two
+/// nested layers give what one gives, and that the layer over its own output changes nothing.
+pub fn check_headers_layer(pairs: &[(Vec<u8>, Vec<u8>)], version: u8) {
+    let version = header_rules::version(version);
+    let mut app = header_rules::header_map(pairs);
+    if !app.contains_key(header::CONTENT_TYPE) {
+        app.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+    }
+    let once = respond(&app, version, false);
+    if tower_sse::is_event_stream(&app) {
+        header_rules::assert_fixed(&app, &once, version);
+    } else {
+        assert_eq!(once, app, "I9: a response that is not SSE was changed");
+    }
+    let nested = respond(&app, version, true);
+    assert_eq!(nested, once, "two nested layers differ from one");
+    let again = respond(&once, version, false);
+    assert_eq!(again, once, "the layer changed its own output's headers");
+}
+
+/// The response headers of a layer (two nested ones when `nested`) over a service answering
+/// `200` with `headers` and an empty body.
+fn respond(headers: &HeaderMap, version: Version, nested: bool) -> HeaderMap {
+    let headers = headers.clone();
+    let app = tower::service_fn(move |_: Request<()>| {
+        let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
+        response.headers_mut().clone_from(&headers);
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    if nested {
+        call(
+            ServiceBuilder::new()
+                .layer(SseLayer::new())
+                .layer(SseLayer::new())
+                .service(app),
+            version,
+        )
+    } else {
+        call(
+            ServiceBuilder::new().layer(SseLayer::new()).service(app),
+            version,
+        )
+    }
+}
+
+/// Calls `service` with a request for an event stream over `version` and returns the response
+/// headers. The response future must be ready at once (nothing in it waits).
+fn call<S, B>(service: S, version: Version) -> HeaderMap
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    let mut request = Request::new(());
+    *request.version_mut() = version;
+    request.headers_mut().insert(
+        header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    let future = pin!(service.oneshot(request));
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(response)) => {
+            assert_eq!(response.status(), StatusCode::OK, "the status changed");
+            response.headers().clone()
+        }
+        Poll::Pending => panic!("the response future is pending"),
+    }
+}
+
+/// Plays a `body` script: the upstream sends data frames into a channel, the clock moves, the
+/// client stops reading for a while, a drain starts; on a paused current-thread runtime, with
+/// the layer configured by the input's options. With the slow-client buffer, heartbeats are
+/// `:` + [`HEARTBEAT_MARK`] and the upstream's bytes never carry that byte, so that the client
+/// tells the layer's lines from the upstream's in the copies the buffer makes.
+///
+/// Asserts, as the client reads:
+/// - every frame the layer adds is whole comment or `retry:` lines (digits only, I5), no blank
+///   line (I3), written at a line start, ending with CR when the client's last byte is a CR
+///   (I2); a heartbeat comes only after a heartbeat interval without output (I8c);
+/// - without the slow-client buffer, whenever the body has nothing more to give, every byte the
+///   upstream sent has been handed on (I6), minus a leading BOM when the layer wrote first (I4);
+///   with it, what was handed on is a prefix of what was sent;
+/// - the slow-client buffer holds at most its limit plus the largest frame (I7);
+///
+/// and at the end:
+/// - the body ends with `None`, never an error, stays ended, and counts one close (I8);
+/// - when the upstream ended it: the same bytes, events and retry values, plus the layer's
+///   opening `retry:` (I1, I8: no blank line appended); when the layer ended it: a prefix of
+///   the events, and no task is left (I8); under `DropOldest` and `LatestPerType`, the events
+///   are a subsequence (the latest of each type kept under `LatestPerType`).
+pub fn check_body(input: &BodyInput) {
+    run(input);
+}
+
+fn run(input: &BodyInput) {
+    #[allow(clippy::expect_used)]
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a paused current-thread runtime");
+    runtime.block_on(play(input));
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn layer(options: &Options, metrics: &SseMetrics, shutdown: &SseShutdown) -> SseLayer {
+    let mut layer = SseLayer::new()
+        .metrics(metrics.clone())
+        .no_retry()
+        .no_heartbeat();
+    if options.retry {
+        layer = layer.retry(millis(RETRY_MS));
+    }
+    if options.heartbeat_ms > 0 {
+        layer = layer.heartbeat(millis(options.heartbeat_ms));
+    }
+    if options.slow.is_some() {
+        #[allow(clippy::expect_used)]
+        let marked = layer
+            .try_heartbeat_comment(char::from(HEARTBEAT_MARK).to_string())
+            .expect("a comment without CR or LF");
+        layer = marked;
+    }
+    if options.initial_comment {
+        #[allow(clippy::expect_used)]
+        let with_comment = layer
+            .try_initial_comment(" hi")
+            .expect("a comment without CR or LF");
+        layer = with_comment;
+    }
+    if let Some(window) = options.shutdown {
+        layer = layer
+            .shutdown(shutdown.clone())
+            .drain_window(millis(window));
+    }
+    if options.idle_timeout_ms > 0 {
+        layer = layer.idle_timeout(millis(options.idle_timeout_ms));
+    }
+    if options.max_lifetime_ms > 0 {
+        layer = layer
+            .max_lifetime(millis(options.max_lifetime_ms))
+            .lifetime_jitter(0.0)
+            .close_grace(millis(options.grace_ms));
+    }
+    layer
+}
+
+/// What the upstream side and the client share.
+struct Upstream {
+    /// `None` while a send is under way, and after the end.
+    tx: Option<Sender<Bytes, Infallible>>,
+    /// Every byte the channel accepted, in order.
+    sent: Vec<u8>,
+    /// The frames the channel accepted: frames the client gets from them are the upstream's.
+    chunks: Vec<Bytes>,
+    largest: usize,
+    /// The client reads nothing before this.
+    resume_at: Instant,
+}
+
+/// What the client has read.
+struct Client {
+    started: Instant,
+    /// Every byte, as the client reads it.
+    out: Vec<u8>,
+    /// The upstream's bytes among them (the output minus the layer's lines).
+    upstream: Vec<u8>,
+    /// The first frame was the layer's: a leading BOM of the upstream's is removed (I4).
+    strip: Option<bool>,
+    frames: usize,
+    last_frame_at: Option<Instant>,
+    /// Where in `Upstream::chunks` the last upstream frame came from.
+    cursor: usize,
+}
+
+/// Whether `bytes` are whole lines the layer may write: comments and `retry:` with digits,
+/// each ending with one CR or LF, no blank line. Returns whether they are comments only.
+fn layer_lines(bytes: &[u8]) -> Option<bool> {
+    let mut rest = bytes;
+    let mut comments_only = true;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
+        let (line, tail) = rest.split_at(end);
+        rest = tail.get(1..).unwrap_or_default();
+        if line.first() == Some(&b':') {
+            continue;
+        }
+        let digits = line.strip_prefix(b"retry: ")?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        comments_only = false;
+    }
+    Some(comments_only)
+}
+
+/// `sent` as the client must read it: minus a leading BOM when the layer wrote first, and minus
+/// a BOM prefix held until the next byte tells whether it is one.
+fn normalized(sent: &[u8], strip: bool, ended: bool) -> &[u8] {
+    if !strip {
+        return sent;
+    }
+    if let Some(rest) = sent.strip_prefix(BOM) {
+        return rest;
+    }
+    if !ended && !sent.is_empty() && BOM.starts_with(sent) {
+        return &[];
+    }
+    sent
+}
+
+impl Client {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            out: Vec::new(),
+            upstream: Vec::new(),
+            strip: None,
+            frames: 0,
+            last_frame_at: None,
+            cursor: 0,
+        }
+    }
+
+    /// Whether `data` lies inside one of the frames the upstream sent (they are handed on
+    /// without copying).
+    fn is_the_upstreams(&mut self, data: &Bytes, upstream: &Upstream) -> bool {
+        let start = data.as_ptr() as usize;
+        let end = start + data.len();
+        let found = upstream
+            .chunks
+            .iter()
+            .enumerate()
+            .skip(self.cursor)
+            .find(|(_, chunk)| {
+                let from = chunk.as_ptr() as usize;
+                !chunk.is_empty() && from <= start && end <= from + chunk.len()
+            });
+        match found {
+            Some((index, _)) => {
+                self.cursor = index;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `data` is the layer's (`Some(comments only)`) or the upstream's (`None`).
+    ///
+    /// Frames the upstream sent reach the client as they are (found by address), or, with the
+    /// slow-client buffer, merged into copies; a BOM prefix the layer held comes back as a copy
+    /// too (it starts with `0xEF`). The layer's frames are whole comment or `retry:` lines: its
+    /// opening lines come first; with the buffer, heartbeats carry [`HEARTBEAT_MARK`] (which the
+    /// upstream's bytes never do there), and a `retry:` hint that is not the upstream's next
+    /// bytes is the layer's final one.
+    fn layer_lines_of(
+        &mut self,
+        data: &Bytes,
+        upstream: &Upstream,
+        options: &Options,
+        first: bool,
+    ) -> Option<bool> {
+        if self.is_the_upstreams(data, upstream) {
+            return None;
+        }
+        let lines = layer_lines(data);
+        if options.slow.is_none() || lines.is_none() {
+            return lines;
+        }
+        if first && (options.retry || options.initial_comment) {
+            return lines;
+        }
+        if data.contains(&HEARTBEAT_MARK) {
+            return lines;
+        }
+        let strip = self.strip.unwrap_or(false);
+        let next = normalized(&upstream.sent, strip, false)
+            .get(self.upstream.len()..)
+            .unwrap_or_default();
+        if lines == Some(false) && !next.starts_with(data) {
+            return lines;
+        }
+        None
+    }
+
+    fn on_data(&mut self, data: &Bytes, upstream: &Upstream, options: &Options) {
+        if data.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let first = self.frames == 0;
+        self.frames += 1;
+        let layer = self.layer_lines_of(data, upstream, options, first);
+        if self.strip.is_none() {
+            self.strip = Some(layer.is_some());
+        }
+        if let Some(comments_only) = layer {
+            let view = self.out.strip_prefix(BOM).unwrap_or(&self.out);
+            let at_line_start = view.is_empty() || matches!(view.last(), Some(b'\n' | b'\r'));
+            assert!(
+                at_line_start,
+                "I2: the layer wrote {data:?} mid-line after {:?}",
+                String::from_utf8_lossy(&self.out)
+            );
+            if view.last() == Some(&b'\r') {
+                assert_eq!(
+                    data.last(),
+                    Some(&b'\r'),
+                    "I2: after a CR the layer wrote {data:?}, which does not end with CR"
+                );
+            }
+            let opening = first && (options.retry || options.initial_comment);
+            if comments_only && !opening {
+                let since = now - self.last_frame_at.unwrap_or(self.started);
+                assert!(
+                    options.heartbeat_ms > 0 && since >= millis(options.heartbeat_ms),
+                    "I8c: a heartbeat after {since:?} of output silence"
+                );
+            }
+        } else {
+            self.upstream.extend_from_slice(data);
+        }
+        self.out.extend_from_slice(data);
+        self.last_frame_at = Some(now);
+    }
+
+    /// The body has nothing more to give now.
+    fn on_pending(&self, upstream: &Upstream, options: &Options) {
+        let strip = self.strip.unwrap_or(false);
+        let sent = normalized(&upstream.sent, strip, false);
+        match options.slow {
+            // I6: every frame the upstream sent is handed on in the same poll.
+            None => assert!(
+                self.upstream == sent,
+                "I6: the body is pending with upstream bytes held back: sent {:?}, handed on {:?}",
+                String::from_utf8_lossy(sent),
+                String::from_utf8_lossy(&self.upstream)
+            ),
+            Some(slow) if slow.policy == Policy::Disconnect => assert!(
+                sent.starts_with(&self.upstream),
+                "the buffered stream is not a prefix of the upstream: sent {:?}, handed on {:?}",
+                String::from_utf8_lossy(sent),
+                String::from_utf8_lossy(&self.upstream)
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// I7: the slow-client buffer holds at most its limit plus one frame.
+fn check_queue(metrics: &SseMetrics, options: &Options, upstream: &Upstream) {
+    let queued = metrics.snapshot().queued_bytes;
+    let limit = options.slow.map_or(0, |slow| slow.max_buffer) + upstream.largest;
+    assert!(
+        queued <= limit as u64,
+        "I7: {queued} bytes queued, more than the limit plus the largest frame ({limit})"
+    );
+}
+
+async fn play(input: &BodyInput) {
+    let options = &input.options;
+    let metrics = SseMetrics::new();
+    let shutdown = SseShutdown::new();
+    let (tx, channel) = Channel::<Bytes, Infallible>::new(1);
+    let mut slot = Some(channel);
+    let mut app_headers = HeaderMap::new();
+    app_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    let headers = app_headers.clone();
+    let app = tower::service_fn(move |_: Request<()>| {
+        let body = slot.take().unwrap_or_else(|| Channel::new(1).1);
+        let mut response = Response::new(body);
+        response.headers_mut().clone_from(&headers);
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let mut request = Request::new(());
+    request.headers_mut().insert(
+        header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    let layer = layer(options, &metrics, &shutdown);
+    let result = match options.slow {
+        None => {
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(app)
+                .oneshot(request)
+                .await
+        }
+        Some(slow) => {
+            let policy = match slow.policy {
+                Policy::Disconnect => SlowClientPolicy::Disconnect,
+                Policy::DropOldest => SlowClientPolicy::DropOldest,
+                Policy::LatestPerType => SlowClientPolicy::LatestPerType,
+            };
+            let slow = SlowClient::new()
+                .max_buffer(slow.max_buffer)
+                .timeout(millis(slow.timeout_ms))
+                .policy(policy);
+            ServiceBuilder::new()
+                .layer(layer.slow_client(slow))
+                .service(app)
+                .oneshot(request)
+                .await
+        }
+    };
+    let Ok(response) = result;
+    assert_eq!(response.status(), StatusCode::OK);
+    header_rules::assert_fixed(&app_headers, response.headers(), Version::HTTP_11);
+
+    let state = RefCell::new(Upstream {
+        tx: Some(tx),
+        sent: Vec::new(),
+        chunks: Vec::new(),
+        largest: 0,
+        resume_at: Instant::now(),
+    });
+    let mut script_time = Duration::ZERO;
+    for step in &input.steps {
+        if let Step::Wait(ms) | Step::Stall(ms) = step {
+            script_time += millis(u64::from(*ms));
+        }
+    }
+
+    let driver = async {
+        for step in &input.steps {
+            match step {
+                Step::Data(bytes) => {
+                    let Some(mut tx) = state.borrow_mut().tx.take() else {
+                        continue;
+                    };
+                    let chunk: Bytes = if options.slow.is_some() {
+                        let unmark = |&b: &u8| if b == HEARTBEAT_MARK { b + 1 } else { b };
+                        bytes.iter().map(unmark).collect()
+                    } else {
+                        Bytes::copy_from_slice(bytes)
+                    };
+                    if tx.send_data(chunk.clone()).await.is_ok() {
+                        let mut state = state.borrow_mut();
+                        state.sent.extend_from_slice(&chunk);
+                        state.largest = state.largest.max(chunk.len());
+                        state.chunks.push(chunk);
+                        state.tx = Some(tx);
+                    } else {
+                        // The layer dropped the inner body: only once the stream is over.
+                        assert_eq!(
+                            metrics.snapshot().closed_total(),
+                            1,
+                            "the inner body was dropped while the stream goes on"
+                        );
+                    }
+                }
+                Step::Wait(ms) => tokio::time::sleep(millis(u64::from(*ms))).await,
+                Step::Stall(ms) => {
+                    let mut state = state.borrow_mut();
+                    let until = Instant::now() + millis(u64::from(*ms));
+                    state.resume_at = state.resume_at.max(until);
+                }
+                Step::Shutdown => shutdown.drain(),
+            }
+            check_queue(&metrics, options, &state.borrow());
+        }
+        // The upstream ends.
+        state.borrow_mut().tx = None;
+    };
+
+    let client = async {
+        let mut body = pin!(response.into_body());
+        let mut client = Client::new();
+        loop {
+            loop {
+                let resume_at = state.borrow().resume_at;
+                if Instant::now() >= resume_at {
+                    break;
+                }
+                tokio::time::sleep_until(resume_at).await;
+            }
+            let polled = poll_fn(|cx| {
+                let polled = body.as_mut().poll_frame(cx);
+                if polled.is_pending() {
+                    let state = state.borrow();
+                    client.on_pending(&state, options);
+                    check_queue(&metrics, options, &state);
+                }
+                polled
+            })
+            .await;
+            match polled {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let state = state.borrow();
+                        client.on_data(&data, &state, options);
+                        check_queue(&metrics, options, &state);
+                    }
+                    Err(frame) => panic!("a frame the upstream never sent: {frame:?}"),
+                },
+                Some(Err(error)) => panic!("I8: the body ended with an error: {error}"),
+                None => break,
+            }
+        }
+        assert!(body.is_end_stream(), "I8: ended but not is_end_stream");
+        let again = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+        assert!(again.is_none(), "I8: the body goes on after its end");
+        let snapshot = metrics.snapshot();
+        if options.slow.is_none() && snapshot.closed(CloseReason::UpstreamEnded) == 0 {
+            // The layer ended the stream: the inner body is gone at once.
+            if let Some(tx) = state.borrow_mut().tx.as_mut() {
+                assert!(
+                    tx.try_send(Frame::data(Bytes::new())).is_err(),
+                    "I8: the layer ended the stream but kept the inner body"
+                );
+            }
+        }
+        client
+    };
+
+    let limit = script_time + Duration::from_secs(60);
+    let Ok(((), client)) =
+        tokio::time::timeout(limit, async { tokio::join!(driver, client) }).await
+    else {
+        panic!("the stream did not end within {limit:?} after the script's start");
+    };
+    // Let a pump task see the end.
+    tokio::time::sleep(millis(1)).await;
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0,
+        "I8: a task outlives the stream"
+    );
+    check_end(&client, &state.borrow(), &metrics, options);
+}
+
+/// The checks once the stream is over.
+fn check_end(client: &Client, upstream: &Upstream, metrics: &SseMetrics, options: &Options) {
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.open_streams, 0, "a stream is still counted open");
+    assert_eq!(snapshot.closed_total(), 1, "not one close counted");
+    assert_eq!(snapshot.queued_bytes, 0, "bytes still counted as queued");
+    let Some(reason) = CloseReason::ALL
+        .into_iter()
+        .find(|reason| snapshot.closed(*reason) == 1)
+    else {
+        panic!("no close reason counted");
+    };
+    assert!(
+        !matches!(reason, CloseReason::ClientGone | CloseReason::UpstreamError),
+        "closed as {reason}"
+    );
+    let upstream_ended = reason == CloseReason::UpstreamEnded;
+    let strip = client.strip.unwrap_or(false);
+    let expected = parse(&upstream.sent);
+    let got = parse(&client.out);
+    let dropped = snapshot.events_dropped + snapshot.events_coalesced > 0
+        || options
+            .slow
+            .is_some_and(|slow| slow.policy != Policy::Disconnect);
+
+    if dropped {
+        check_subsequence(&got, &expected);
+        if upstream_ended
+            && options
+                .slow
+                .is_some_and(|slow| slow.policy == Policy::LatestPerType)
+        {
+            check_latest_per_type(&got, &expected);
+        }
+        return;
+    }
+
+    let sent = normalized(&upstream.sent, strip, true);
+    if upstream_ended {
+        assert!(
+            client.upstream == sent,
+            "I1: the upstream's bytes changed: sent {:?}, handed on {:?}",
+            String::from_utf8_lossy(sent),
+            String::from_utf8_lossy(&client.upstream)
+        );
+        assert_eq!(
+            got.triples(),
+            expected.triples(),
+            "I1: events changed; output {:?}",
+            String::from_utf8_lossy(&client.out)
+        );
+    } else {
+        let held = normalized(&upstream.sent, strip, false);
+        assert!(
+            sent.starts_with(&client.upstream) || held.starts_with(&client.upstream),
+            "the upstream's bytes changed before the layer ended the stream: sent {:?}, handed on {:?}",
+            String::from_utf8_lossy(sent),
+            String::from_utf8_lossy(&client.upstream)
+        );
+        assert!(
+            expected.triples().starts_with(&got.triples()),
+            "I1/I8: the events are no prefix of the upstream's; output {:?}",
+            String::from_utf8_lossy(&client.out)
+        );
+    }
+    check_retries(&got.retries, &expected.retries, options, upstream_ended);
+}
+
+/// The retry values: the layer's opening hint, the upstream's (all of them, or a prefix when the
+/// layer ended the stream), and possibly the layer's final hint (within the drain jitter).
+fn check_retries(got: &[u64], upstream: &[u64], options: &Options, upstream_ended: bool) {
+    let mut rest = got;
+    if options.retry {
+        assert_eq!(rest.first(), Some(&RETRY_MS), "no opening retry: {got:?}");
+        rest = rest.get(1..).unwrap_or_default();
+    }
+    if upstream_ended {
+        assert_eq!(rest, upstream, "retry values changed: {got:?}");
+        return;
+    }
+    let final_hint = |value: &u64| options.retry && (2400..=3600).contains(value);
+    let ok = upstream.starts_with(rest)
+        || rest
+            .split_last()
+            .is_some_and(|(last, init)| final_hint(last) && upstream.starts_with(init));
+    assert!(
+        ok,
+        "retry values {got:?} against the upstream's {upstream:?}"
+    );
+}
+
+fn pairs(parsed: &Parsed) -> Vec<(&str, &str)> {
+    parsed
+        .events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect()
+}
+
+/// Events a slow-client policy thinned out: each is one of the upstream's, in order (types and
+/// data; ids may differ, since a dropped event may have set one).
+fn check_subsequence(got: &Parsed, expected: &Parsed) {
+    let expected = pairs(expected);
+    let mut rest = expected.iter();
+    for event in pairs(got) {
+        assert!(
+            rest.any(|e| *e == event),
+            "an event the upstream never sent, or out of order: {event:?} in {expected:?}"
+        );
+    }
+}
+
+/// `LatestPerType` never discards the newest event of a type.
+fn check_latest_per_type(got: &Parsed, expected: &Parsed) {
+    let got = pairs(got);
+    let expected = pairs(expected);
+    for (index, event) in expected.iter().enumerate() {
+        let newest = !expected
+            .get(index + 1..)
+            .unwrap_or_default()
+            .iter()
+            .any(|later| later.0 == event.0);
+        if newest {
+            assert!(
+                got.iter().rev().find(|e| e.0 == event.0) == Some(event),
+                "the newest {:?} event {event:?} was discarded: got {got:?}",
+                event.0
+            );
+        }
+    }
+}
