@@ -96,7 +96,7 @@ pub enum SlowClientPolicy {
     #[default]
     Disconnect,
     /// Discard whole events from the front of the buffer (never part of an event, never an event
-    /// already partly sent) to make room, and count them in
+    /// already partly sent, never the stream's first event, which may carry the BOM) to make room, and count them in
     /// [`MetricsSnapshot::events_dropped`](crate::MetricsSnapshot::events_dropped). For feeds
     /// where the newest events matter most.
     ///
