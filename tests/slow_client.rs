@@ -522,29 +522,10 @@ where
     B::Data: Send,
     B::Error: Into<support::BoxError>,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_send_buffer_size(sndbuf).unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1024).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::serve_on(socket.listen(1024).unwrap(), service)
 }
 
 /// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`).
