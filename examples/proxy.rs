@@ -20,7 +20,10 @@
 //!   (`Last-Event-ID`, `Accept`, `Cache-Control`, ...) forwarded as is. Because the layer turns
 //!   `Accept-Encoding` into `identity` on requests asking for `text/event-stream`, the upstream
 //!   sends event streams uncompressed, so heartbeats and hints can be added;
-//! - answers `502 Bad Gateway` (plain text) when the upstream cannot be reached;
+//! - answers `502 Bad Gateway` (plain text) when the upstream cannot be reached; or, with
+//!   `--unreachable-sse` (globally or per route), answers a request that asks for
+//!   `text/event-stream` with `200 text/event-stream`, a `retry:` hint jittered by ±50 % and a
+//!   clean end, because any non-200 status makes `EventSource` stop reconnecting for good;
 //! - on Ctrl-C or SIGTERM: stops accepting, drains every event stream over the drain window
 //!   (each stream ends at its own moment, at an event boundary, with a `retry:` hint, so clients
 //!   reconnect elsewhere at staggered times), lets other responses finish, and exits with 0;
@@ -63,7 +66,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
-use tower_sse::{SlowClient, SlowClientPolicy, SseBody, SseLayer, SseMetrics, SseShutdown};
+use tower_sse::{
+    SlowClient, SlowClientPolicy, SseBody, SseLayer, SseMetrics, SseOverride, SseShutdown,
+};
 use tracing::Instrument;
 
 const USAGE: &str = "\
@@ -90,12 +95,18 @@ Stream settings (global; in --route, the same names without `--`):
                           when that buffer is full: stop reading the upstream, drop the oldest
                           events, or keep the newest event of each type (default disconnect)
   The slow-client buffer is off unless one of the three slow-client settings is given.
+  --unreachable-sse       when the upstream cannot be reached, answer a request whose Accept
+                          lists text/event-stream with 200 text/event-stream, a `retry:` hint
+                          (the retry above, 3s with --no-retry, jittered +-50%) and a clean
+                          end, instead of a 502 (EventSource gives up for good on any non-200);
+                          other requests still get the 502 (default off)
 
 --route PREFIX=NAME:VALUE,...: requests whose path starts with PREFIX (a plain string prefix
 starting with `/`) get the global settings overridden by the listed ones; the longest matching
 prefix wins, and requests matching no route get the global settings. For example:
   --route /llm/=heartbeat:5s,retry:1s
   --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB
+  --route /live/=unreachable-sse,retry:5s
 
 DURATION: a whole number with a unit: 500ms, 3s, 2m, 1h. A zero heartbeat, idle timeout or
 lifetime turns the option off. SIZE: a whole number of bytes, or with a unit B, KiB, MiB or GiB:
@@ -107,6 +118,12 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long connecting to the upstream may take before the request gets a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The `retry:` hint of `--unreachable-sse` answers when the route writes none (`no-retry`):
+/// the layer's own default.
+const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// How far `--unreachable-sse` answers move their `retry:` hint, either way: clients cut by the
+/// same outage come back spread over a whole retry interval, not in the same millisecond.
+const UNREACHABLE_RETRY_JITTER: f64 = 0.5;
 
 fn main() -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
@@ -316,9 +333,10 @@ fn sse_layer(settings: &Settings, shared: &Shared) -> SseLayer {
 /// request; a server with exactly two kinds of stack could use `tower::util::Either` instead.
 fn route_service(settings: &Settings, shared: &Shared, proxy: &Proxy) -> RouteService {
     let proxy = proxy.clone();
+    let unreachable = settings.unreachable_retry();
     let forward = tower::service_fn(move |request: Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.forward(request).await) }
+        async move { Ok::<_, Infallible>(proxy.forward(request, unreachable).await) }
     });
     let layer = sse_layer(settings, shared);
     match settings.slow_client() {
@@ -406,7 +424,8 @@ impl<T> Routes<T> {
     }
 }
 
-/// The upstream's body, or the proxy's own short answer (400, 502).
+/// The upstream's body, or the proxy's own short answer (400, 502, the empty event stream of
+/// `--unreachable-sse`).
 type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 #[derive(Clone)]
@@ -416,8 +435,17 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn forward(self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    /// Forwards `request` to the upstream. `unreachable` is the route's `--unreachable-sse`
+    /// retry hint, `None` when the option is off.
+    async fn forward(
+        self,
+        mut request: Request<Incoming>,
+        unreachable: Option<Duration>,
+    ) -> Response<ProxyBody> {
         let version = request.version();
+        // Decided now: the request (and its `Accept`) goes to the client below.
+        let unreachable =
+            unreachable.filter(|_| tower_sse::asks_for_event_stream(request.headers()));
         let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
         let Some(uri) = self.upstream.uri_for(request.uri()) else {
             return plain(StatusCode::BAD_REQUEST, "bad request target\n", version);
@@ -442,15 +470,25 @@ impl Proxy {
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(error) => {
+                // A non-200 status makes `EventSource` stop reconnecting for good, so with
+                // `--unreachable-sse` a request asking for `text/event-stream` whose upstream
+                // cannot be reached gets `200 text/event-stream`, a jittered `retry:` and a clean
+                // end instead (SSE-RULES.md, "HTTP-level rules"): browsers keep retrying, spread
+                // out, until the upstream is back. Only after a connect error, when the upstream
+                // saw nothing of the request (whatever its method); every other client and every
+                // other failure (the upstream hung up mid-response, ...) gets the plain 502.
+                if let Some(retry) = unreachable
+                    && error.is_connect()
+                {
+                    tracing::warn!(
+                        error = %DisplayChain(&error),
+                        retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                        "upstream unreachable: answered the event-stream request with 200, a \
+                         retry hint jittered by up to 50% and a clean end"
+                    );
+                    return unreachable_event_stream(retry, version);
+                }
                 tracing::warn!(error = %DisplayChain(&error), "upstream request failed");
-                // A non-200 status makes `EventSource` stop reconnecting for good. SSE-RULES.md
-                // allows a proxy to answer a request that asks for `text/event-stream` with
-                // `200 text/event-stream`, a jittered `retry:` and a clean close instead, so
-                // browsers keep retrying until the upstream is back. Not done here (a plain 502
-                // is what other clients expect); to offer it, check
-                // `tower_sse::asks_for_event_stream(&headers)` before sending, answer an empty
-                // `text/event-stream` body, and set `retry_jitter` on the layer: the layer adds
-                // the `retry:` line.
                 plain(
                     StatusCode::BAD_GATEWAY,
                     "502 bad gateway: upstream unreachable\n",
@@ -459,6 +497,33 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The `--unreachable-sse` answer: `200 text/event-stream` with an empty body and an
+/// [`SseOverride`] for it. The route's layer writes the body's only line, `retry: N` with `N`
+/// the route's retry moved by up to ±50 % (its jitter, seeded from `RandomState`, differs per
+/// response), adds `X-Accel-Buffering: no` and ends the body cleanly (no blank line, no
+/// heartbeat: it ends at once). The proxy does not write the line itself: the layer would add its
+/// own `retry:` hint before it.
+fn unreachable_event_stream(retry: Duration, version: Version) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::default()));
+    *response.version_mut() = version;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    response.extensions_mut().insert(
+        SseOverride::new()
+            .retry(retry)
+            .retry_jitter(UNREACHABLE_RETRY_JITTER)
+            .no_heartbeat(),
+    );
+    response
 }
 
 fn plain(status: StatusCode, text: &'static str, version: Version) -> Response<ProxyBody> {
@@ -688,6 +753,9 @@ struct Settings {
     slow_client_timeout: Option<Duration>,
     max_buffer: Option<usize>,
     slow_client_policy: Option<SlowClientPolicy>,
+    /// `--unreachable-sse`: a request for an event stream whose upstream cannot be reached gets
+    /// `200 text/event-stream` and a jittered `retry:` rather than a 502.
+    unreachable_sse: bool,
 }
 
 impl Settings {
@@ -704,7 +772,18 @@ impl Settings {
             slow_client_timeout: self.slow_client_timeout.or(global.slow_client_timeout),
             max_buffer: self.max_buffer.or(global.max_buffer),
             slow_client_policy: self.slow_client_policy.or(global.slow_client_policy),
+            unreachable_sse: self.unreachable_sse || global.unreachable_sse,
         }
+    }
+
+    /// The `retry:` hint (before jitter) of the `--unreachable-sse` answer, `None` when that
+    /// option is off: the route's retry, or the layer's default 3 s when it writes none
+    /// (`no-retry`), since the hint is all that answer says.
+    fn unreachable_retry(&self) -> Option<Duration> {
+        self.unreachable_sse.then_some(match self.retry {
+            Toggle::Set(delay) => delay,
+            Toggle::Default | Toggle::Off => DEFAULT_RETRY,
+        })
     }
 
     /// The slow-client buffer: on when any of its settings is given, with the layer's defaults
@@ -740,7 +819,7 @@ enum Toggle {
 }
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`.
-const SETTINGS: [&str; 9] = [
+const SETTINGS: [&str; 10] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -750,11 +829,13 @@ const SETTINGS: [&str; 9] = [
     "slow-client-timeout",
     "max-buffer",
     "slow-client-policy",
+    "unreachable-sse",
 ];
 
-/// Whether setting `name` takes a value (`no-retry` and `no-heartbeat` do not).
+/// Whether setting `name` takes a value (`no-retry`, `no-heartbeat` and `unreachable-sse` do
+/// not).
 fn takes_value(name: &str) -> bool {
-    !name.starts_with("no-")
+    !matches!(name, "no-retry" | "no-heartbeat" | "unreachable-sse")
 }
 
 /// Parses the arguments (without the program name). `Err` holds a one-line message.
@@ -804,7 +885,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             {
                 Some(name) => {
                     // `--no-retry=x` is an error (`apply` says so); `--no-retry x` is two
-                    // arguments.
+                    // arguments. The same for `--unreachable-sse`.
                     let value = if takes_value(name) {
                         Some(value()?)
                     } else {
@@ -926,6 +1007,13 @@ fn apply(
             &full,
             policy(&full, text)?,
         ),
+        "unreachable-sse" => {
+            if settings.unreachable_sse {
+                return Err(format!("{full} given more than once"));
+            }
+            settings.unreachable_sse = true;
+            Ok(())
+        }
         _ => Err(format!("unknown setting `{full}`")),
     }
 }
@@ -1077,6 +1165,8 @@ mod tests {
         assert_eq!(global.idle_timeout, None);
         assert_eq!(global.max_lifetime, None);
         assert_eq!(global.slow_client(), None);
+        assert!(!global.unreachable_sse);
+        assert_eq!(global.unreachable_retry(), None);
     }
 
     #[test]
@@ -1085,7 +1175,7 @@ mod tests {
             "--listen=127.0.0.1:0 --upstream http://u:1/base/ --retry 1500ms --no-heartbeat \
              --idle-timeout=60s --max-lifetime 30m --drain 200ms --slow-client-timeout=2s \
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
-             --route=/b/=no-heartbeat",
+             --route=/b/=no-heartbeat --unreachable-sse",
         );
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
         assert_eq!(options.upstream.base_path, "/base");
@@ -1101,6 +1191,7 @@ mod tests {
             global.slow_client_policy,
             Some(SlowClientPolicy::LatestPerType)
         );
+        assert!(global.unreachable_sse);
         let prefixes: Vec<&str> = options
             .routes
             .routes
@@ -1188,7 +1279,8 @@ mod tests {
     fn routes_read_every_setting_and_nothing_else() {
         let (prefix, settings) = parse_route(
             "/llm/=retry:1s,heartbeat:5s,idle-timeout:1m,max-lifetime:1h,\
-             slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type",
+             slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
+             unreachable-sse",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -1202,6 +1294,7 @@ mod tests {
                 slow_client_timeout: Some(Duration::from_millis(300)),
                 max_buffer: Some(256 * 1024),
                 slow_client_policy: Some(SlowClientPolicy::LatestPerType),
+                unreachable_sse: true,
             }
         );
         let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
@@ -1264,6 +1357,81 @@ mod tests {
 
         assert_eq!(route("/same/x"), global);
         assert_eq!(route("/other"), global);
+    }
+
+    #[test]
+    fn unreachable_sse_is_a_flag_without_a_value_and_takes_the_retry_of_its_route() {
+        let global = |line: &str| {
+            options(&format!("--upstream http://u:1 {line}"))
+                .routes
+                .fallback
+        };
+        assert_eq!(global("").unreachable_retry(), None);
+        assert_eq!(global("--retry 2s").unreachable_retry(), None);
+        let on = global("--unreachable-sse");
+        assert!(on.unreachable_sse);
+        assert_eq!(
+            on,
+            Settings {
+                unreachable_sse: true,
+                ..Settings::default()
+            }
+        );
+        // The layer's default retry, the configured one, and the default again when the streams
+        // get no hint: the hint is the whole answer.
+        assert_eq!(on.unreachable_retry(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            global("--retry 1500ms --unreachable-sse").unreachable_retry(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            global("--unreachable-sse --no-retry").unreachable_retry(),
+            Some(Duration::from_secs(3))
+        );
+        // The flag changes nothing else.
+        assert_eq!(
+            global("--unreachable-sse --retry 2s").retry,
+            Toggle::Set(Duration::from_secs(2))
+        );
+        assert_eq!(global("--unreachable-sse").slow_client(), None);
+
+        // In a route: without a value, alone or in a list.
+        assert_eq!(
+            parse_route("/live/=unreachable-sse").unwrap().1,
+            Settings {
+                unreachable_sse: true,
+                ..Settings::default()
+            }
+        );
+        let (_, settings) = parse_route("/live/=retry:1s,unreachable-sse,no-heartbeat").unwrap();
+        assert!(settings.unreachable_sse);
+        assert_eq!(settings.retry, Toggle::Set(Duration::from_secs(1)));
+        assert_eq!(settings.heartbeat, Toggle::Off);
+        assert!(!parse_route("/live/=retry:1s").unwrap().1.unreachable_sse);
+    }
+
+    #[test]
+    fn unreachable_sse_is_inherited_by_every_route_and_turned_on_by_a_route_for_its_paths() {
+        let local = options(
+            "--upstream http://u:1 --retry 2s --route /live/=unreachable-sse,retry:500ms \
+             --route /live/quiet/=no-retry --route /other/=heartbeat:5s",
+        );
+        let pick = |path| local.routes.pick(path).1.unreachable_retry();
+        assert_eq!(pick("/live/x"), Some(Duration::from_millis(500)));
+        // A longer prefix under the route does not inherit from it, only from the global flags.
+        assert_eq!(pick("/live/quiet/x"), None);
+        assert_eq!(pick("/other/x"), None);
+        assert_eq!(pick("/x"), None);
+
+        let global_on = options(
+            "--upstream http://u:1 --unreachable-sse --route /live/=retry:500ms \
+             --route /quiet/=no-retry --route /same/=",
+        );
+        let pick = |path| global_on.routes.pick(path).1.unreachable_retry();
+        assert_eq!(pick("/live/x"), Some(Duration::from_millis(500)));
+        assert_eq!(pick("/quiet/x"), Some(Duration::from_secs(3)));
+        assert_eq!(pick("/same/x"), Some(Duration::from_secs(3)));
+        assert_eq!(pick("/x"), Some(Duration::from_secs(3)));
     }
 
     #[test]
@@ -1433,6 +1601,39 @@ mod tests {
             (
                 "--upstream http://u:1 --route /a/=retry:1s --route /a/=retry:2s",
                 "--route /a/ given more than once",
+            ),
+            (
+                "--upstream http://u:1 --unreachable-sse=yes",
+                "--unreachable-sse takes no value",
+            ),
+            (
+                "--upstream http://u:1 --unreachable-sse=",
+                "--unreachable-sse takes no value",
+            ),
+            // `--unreachable-sse yes` is two arguments.
+            (
+                "--upstream http://u:1 --unreachable-sse yes",
+                "unknown argument `yes`",
+            ),
+            (
+                "--upstream http://u:1 --unreachable-sse --unreachable-sse",
+                "--unreachable-sse given more than once",
+            ),
+            (
+                "--upstream http://u:1 --route /live/=unreachable-sse:on",
+                "--route /live/: unreachable-sse takes no value",
+            ),
+            (
+                "--upstream http://u:1 --route /live/=unreachable-sse:",
+                "--route /live/: unreachable-sse takes no value",
+            ),
+            (
+                "--upstream http://u:1 --route /live/=unreachable-sse,unreachable-sse",
+                "--route /live/: unreachable-sse given more than once",
+            ),
+            (
+                "--upstream http://u:1 --route /live/=unreachable_sse",
+                "--route /live/: unknown setting `unreachable_sse`",
             ),
         ];
         for (line, expected) in cases {

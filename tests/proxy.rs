@@ -597,30 +597,170 @@ async fn http2_clients_get_the_event_stream_without_connection_headers() {
     );
 }
 
-#[tokio::test]
-async fn an_unreachable_upstream_gets_a_plain_502() {
-    // A port nobody listens on: bound, then released.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nobody listens on: bound, then released.
+fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap();
-    let proxy = Proxy::start(closed, &[]).await;
-    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+        .unwrap()
+}
+
+/// The log line of an `--unreachable-sse` answer.
+const UNREACHABLE_LINE: &str = "upstream unreachable: answered the event-stream request";
+
+/// Checks a plain 502 answer.
+fn assert_plain_502(head: &str, body: &[u8]) {
     assert!(head.starts_with("http/1.1 502 bad gateway"), "{head}");
     assert_eq!(
-        header_value(&head, "content-type"),
+        header_value(head, "content-type"),
         Some("text/plain; charset=utf-8"),
         "{head}"
     );
-    assert!(header_value(&head, "x-accel-buffering").is_none(), "{head}");
+    assert!(header_value(head, "x-accel-buffering").is_none(), "{head}");
     assert_eq!(body, b"502 bad gateway: upstream unreachable\n");
+}
+
+/// Checks an `--unreachable-sse` answer (a 200 event stream whose body is one `retry:` line,
+/// ended cleanly) and returns the hint in milliseconds.
+fn unreachable_hint(head: &str, body: &[u8]) -> u64 {
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert_eq!(
+        header_value(head, "content-type"),
+        Some("text/event-stream"),
+        "{head}"
+    );
+    let cache_control = header_value(head, "cache-control").unwrap_or_default();
+    assert!(cache_control.contains("no-cache"), "{head}");
+    assert!(cache_control.contains("no-transform"), "{head}");
+    assert_eq!(
+        header_value(head, "x-accel-buffering"),
+        Some("no"),
+        "{head}"
+    );
+    assert!(header_value(head, "content-length").is_none(), "{head}");
+    let (data, complete) = dechunk(body);
+    let text = String::from_utf8_lossy(&data).into_owned();
+    assert!(complete, "no clean end (last chunk): {text:?}");
+    // The whole body: `retry: `, ASCII digits, LF; nothing before or after.
+    text.strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("not exactly one retry line: {text:?}"))
+}
+
+/// How many lines of `log` contain `needle`.
+fn count_lines(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gets_a_plain_502() {
+    let proxy = Proxy::start(closed_port(), &[]).await;
+    // Without `--unreachable-sse`, even a request for an event stream.
+    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+    assert_plain_502(&head, &body);
     let log = proxy.log_with("upstream request failed").await;
     assert!(log.contains("upstream request failed"), "{log}");
+    assert!(!log.contains(UNREACHABLE_LINE), "{log}");
+}
+
+#[tokio::test]
+async fn unreachable_sse_answers_an_event_stream_request_with_200_and_one_jittered_retry_line() {
+    let proxy = Proxy::start(closed_port(), &["--unreachable-sse", "--retry", "2s"]).await;
+    const REQUESTS: usize = 8;
+    let mut hints = Vec::new();
+    for _ in 0..REQUESTS {
+        let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+        let millis = unreachable_hint(&head, &body);
+        // 2 s ± 50 %.
+        assert!((1000..=3000).contains(&millis), "{millis}");
+        hints.push(millis);
+    }
+    // Jittered per answer: eight draws from 2,001 values are not all equal.
+    hints.sort_unstable();
+    hints.dedup();
+    assert!(hints.len() > 1, "the same hint every time: {hints:?}");
+
+    // One warn line per answer, and not the 502's line.
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            count_lines(&proxy.log(), UNREACHABLE_LINE) >= REQUESTS
+        })
+        .await,
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(UNREACHABLE_LINE))
+        .collect();
+    assert_eq!(lines.len(), REQUESTS, "{log}");
+    for line in lines {
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(line.contains("retry_ms=2000"), "{line}");
+    }
+    assert!(!log.contains("upstream request failed"), "{log}");
+}
+
+#[tokio::test]
+async fn unreachable_sse_leaves_the_502_to_requests_that_do_not_ask_for_an_event_stream() {
+    let proxy = Proxy::start(closed_port(), &["--unreachable-sse"]).await;
+    for accept in [
+        "Accept: application/json\r\n",
+        // A wildcard is not a request for an event stream.
+        "Accept: */*\r\n",
+        "",
+    ] {
+        let request =
+            format!("GET /json HTTP/1.1\r\nHost: proxy.test\r\n{accept}Connection: close\r\n\r\n");
+        let (head, body) = exchange(&proxy, &request).await;
+        assert_plain_502(&head, &body);
+    }
+    // The log is read from the pipe by another task: wait for the three lines.
+    eventually(Duration::from_secs(2), || {
+        count_lines(&proxy.log(), "upstream request failed") >= 3
+    })
+    .await;
+    let log = proxy.log();
+    assert_eq!(count_lines(&log, "upstream request failed"), 3, "{log}");
+    assert!(!log.contains(UNREACHABLE_LINE), "{log}");
+    // The same proxy still answers an event-stream request with the default 3 s ± 50 %.
+    let (head, body) = exchange(&proxy, SSE_REQUEST).await;
+    let millis = unreachable_hint(&head, &body);
+    assert!((1500..=4500).contains(&millis), "{millis}");
+}
+
+#[tokio::test]
+async fn unreachable_sse_in_a_route_applies_to_its_paths_only_with_the_route_retry() {
+    let proxy = Proxy::start(
+        closed_port(),
+        &[
+            "--retry",
+            "2s",
+            "--route",
+            "/live/=unreachable-sse,retry:400ms",
+        ],
+    )
+    .await;
+    let (head, body) = exchange(&proxy, &sse_request("/live/events")).await;
+    let millis = unreachable_hint(&head, &body);
+    assert!((200..=600).contains(&millis), "{millis}");
+    let (head, body) = exchange(&proxy, &sse_request("/events")).await;
+    assert_plain_502(&head, &body);
+    let log = proxy.log_with("upstream request failed").await;
+    assert_eq!(count_lines(&log, UNREACHABLE_LINE), 1, "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains(UNREACHABLE_LINE) && line.contains("route=/live/")),
+        "{log}"
+    );
 }
 
 #[tokio::test]
 async fn bad_arguments_exit_with_code_2_and_print_the_usage_on_stderr() {
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 9] = [
         &["--upstream", "http://127.0.0.1:9", "--bogus"],
         &["--upstream", "http://127.0.0.1:9", "--retry", "3x"],
         &["--listen", "127.0.0.1:0"],
@@ -637,6 +777,13 @@ async fn bad_arguments_exit_with_code_2_and_print_the_usage_on_stderr() {
             "http://127.0.0.1:9",
             "--route",
             "/llm/=retry:1s,retry:2s",
+        ],
+        &["--upstream", "http://127.0.0.1:9", "--unreachable-sse=yes"],
+        &[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--route",
+            "/live/=unreachable-sse:on",
         ],
     ];
     for args in cases {
