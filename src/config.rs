@@ -115,13 +115,9 @@ pub(crate) fn retry_line(duration: Duration, jitter: f64, end: LineEnd) -> Bytes
     let millis = jittered_millis(duration, jitter);
     let mut line = BytesMut::with_capacity(32);
     line.put_slice(b"retry: ");
-    line.put_slice(itoa(millis).as_bytes());
+    line.put_slice(millis.to_string().as_bytes());
     line.put_u8(end_byte(end));
     line.freeze()
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 const fn end_byte(end: LineEnd) -> u8 {
