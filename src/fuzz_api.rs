@@ -18,6 +18,11 @@ mod sse_parser;
 #[path = "../fuzz/src/header_rules.rs"]
 mod header_rules;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../fuzz/src/seed.rs"]
+mod seed;
+
+use seed::split;
 use sse_parser::{Parser, parse};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -204,21 +209,4 @@ impl Relay {
         self.out.extend_from_slice(bytes);
         self.upstream.extend_from_slice(bytes);
     }
-}
-
-/// Splits `data` at `cuts` (any order, clamped to `data.len()`).
-fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
-    cuts.sort_unstable();
-    let mut frames = Vec::with_capacity(cuts.len() + 1);
-    let mut rest = data;
-    let mut at = 0;
-    for cut in cuts {
-        let (frame, tail) = rest.split_at(cut - at);
-        frames.push(frame);
-        rest = tail;
-        at = cut;
-    }
-    frames.push(rest);
-    frames
 }
