@@ -11,7 +11,7 @@ use crate::headers::fix_event_stream_headers;
 use crate::scanner::{LineEnd, Scanner, bom_prefix};
 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-#[path = "../tests/support/sse_parser.rs"]
+#[path = "../test-support/src/sse_parser.rs"]
 mod sse_parser;
 
 #[allow(unreachable_pub, clippy::panic)]

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-#[path = "../tests/support/sse_parser.rs"]
+#[path = "../test-support/src/sse_parser.rs"]
 pub(crate) mod sse_parser;
 
 use std::collections::VecDeque;

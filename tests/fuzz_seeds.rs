@@ -23,7 +23,7 @@ mod header_rules;
 #[allow(unreachable_pub)]
 #[path = "../fuzz/src/seed.rs"]
 mod seed;
-#[path = "support/sse_parser.rs"]
+#[path = "../test-support/src/sse_parser.rs"]
 mod sse_parser;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -13,7 +13,7 @@ pub mod header_rules;
 pub mod seed;
 
 /// The reference SSE parser of the tests (the WHATWG rules, written from the standard).
-#[path = "../../tests/support/sse_parser.rs"]
+#[path = "../../test-support/src/sse_parser.rs"]
 pub mod sse_parser;
 
 /// Implements `Arbitrary` for an input type through its byte format: every byte string is an

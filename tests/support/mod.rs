@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-pub mod sse_parser;
+pub use tower_sse_test_support::sse_parser;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
