@@ -58,8 +58,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::trace::TraceLayer;
 use tower_sse::{
-    CloseReason, NotSse, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseOverride,
-    SseShutdown,
+    CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseOverride,
+    SseShutdown, not_sse,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -159,9 +159,9 @@ fn app(shutdown: &SseShutdown, metrics: &SseMetrics, feed_capacity: u64) -> Rout
         // SseLayer -> the handler, and the response comes back the other way.
         //
         // - The compressor is *outside* the SseLayers. It picks its encoding from the client's
-        //   `Accept-Encoding` before an SseLayer can rewrite it to `identity`, so `NotSse` in its
+        //   `Accept-Encoding` before an SseLayer can rewrite it to `identity`, so `not_sse` in its
         //   predicate is what keeps it off event streams (tower-http's `DefaultPredicate` skips
-        //   `text/event-stream` only when spelled in lower case; `NotSse` in any case, with
+        //   `text/event-stream` only when spelled in lower case; `not_sse` in any case, with
         //   parameters). JSON and `/metrics` are compressed as usual.
         // - With one SseLayer around a whole app, put it outside the compressor instead
         //   (`ServiceBuilder::new().layer(SseLayer::new()).layer(CompressionLayer::new())`):
@@ -172,7 +172,7 @@ fn app(shutdown: &SseShutdown, metrics: &SseMetrics, feed_capacity: u64) -> Rout
                 .layer(TraceLayer::new_for_http())
                 .layer(
                     CompressionLayer::new()
-                        .compress_when(DefaultPredicate::new().and(NotSse::new())),
+                        .compress_when(DefaultPredicate::new().and(not_sse)),
                 ),
         )
 }

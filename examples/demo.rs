@@ -54,7 +54,7 @@ use tokio_stream::wrappers::IntervalStream;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::trace::TraceLayer;
-use tower_sse::{CloseReason, MetricsSnapshot, NotSse, SseLayer, SseMetrics, SseShutdown};
+use tower_sse::{CloseReason, MetricsSnapshot, SseLayer, SseMetrics, SseShutdown, not_sse};
 
 const INDEX_HTML: &str = include_str!("demo/index.html");
 
@@ -206,8 +206,8 @@ fn app(state: Arc<AppState>, shutdown: &SseShutdown) -> Router {
         .route("/metrics", get(metrics_json))
         .route("/metrics/events", get(metrics_events).layer(metrics_stream))
         .with_state(state)
-        // An outer compressor for the page and the JSON; `NotSse` keeps it off event streams.
-        .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(NotSse::new())))
+        // An outer compressor for the page and the JSON; `not_sse` keeps it off event streams.
+        .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(not_sse)))
         .layer(TraceLayer::new_for_http())
 }
 

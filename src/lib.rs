@@ -71,7 +71,7 @@
 //!
 //! A request whose `Accept` lists `text/event-stream` reaches the inner service with
 //! `Accept-Encoding: identity`: inner compressors and upstream servers send plain text. For a
-//! compressor *outside* the layer, use [`NotSse`] in its predicate. An event stream that arrives
+//! compressor *outside* the layer, use [`not_sse`] in its predicate. An event stream that arrives
 //! compressed anyway passes through untouched with a `tracing` warning.
 //!
 //! ## Retry hint, heartbeats and the framing scanner
@@ -126,7 +126,7 @@ mod config;
 mod detect;
 mod error;
 mod future;
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, feature = "__internals"))]
 #[doc(hidden)]
 pub mod fuzz_api;
 mod headers;
@@ -150,7 +150,9 @@ pub use future::ResponseFuture;
 pub use layer::SseLayer;
 pub use metrics::{CloseReason, MetricsSnapshot, SseMetrics};
 pub use overrides::SseOverride;
+#[cfg(feature = "tower-http")]
 pub use predicate::NotSse;
+pub use predicate::not_sse;
 pub use service::SseService;
 pub use shutdown::SseShutdown;
 

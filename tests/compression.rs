@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
-use tower_sse::{NotSse, SseLayer};
+use tower_sse::{SseLayer, not_sse};
 
 const TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -387,14 +387,14 @@ where
 async fn outer_custom_predicate_with_not_sse_leaves_a_mixed_case_event_stream_uncompressed() {
     let expected = format!("retry: 1000\n{MIXED_CASE_EVENTS}");
 
-    let (headers, body) = fetch_mixed_case_stream(SizeAbove::new(0).and(NotSse::new())).await;
+    let (headers, body) = fetch_mixed_case_stream(SizeAbove::new(0).and(not_sse)).await;
     assert!(
         headers.get(header::CONTENT_ENCODING).is_none(),
         "{headers:?}"
     );
     assert_eq!(body, expected);
 
-    let (headers, body) = fetch_mixed_case_stream(DefaultPredicate::new().and(NotSse::new())).await;
+    let (headers, body) = fetch_mixed_case_stream(DefaultPredicate::new().and(not_sse)).await;
     assert!(
         headers.get(header::CONTENT_ENCODING).is_none(),
         "{headers:?}"
@@ -411,7 +411,7 @@ async fn the_same_outer_predicate_without_not_sse_compresses_the_event_stream() 
     assert_eq!(String::from_utf8(gunzip(&body)).unwrap(), expected);
 
     // tower-http's default predicate compares the media type case-sensitively: the mixed-case
-    // stream slips through it, which is why `NotSse` exists.
+    // stream slips through it, which is why `not_sse` exists.
     let (headers, body) = fetch_mixed_case_stream(DefaultPredicate::new()).await;
     assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
     assert_eq!(String::from_utf8(gunzip(&body)).unwrap(), expected);
