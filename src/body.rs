@@ -879,9 +879,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn heartbeat_after_a_cr_ends_with_cr() {
-        // I2: `data: a\r` | `\ndata: b\r\n\r\n` with a heartbeat between the two frames.
-        let config = config(|c| c.settings.heartbeat = Some(10 * S));
+    async fn no_heartbeat_between_a_cr_and_its_lf() {
+        // I2: `data: a\r` | `\ndata: b\r\n\r\n` with a heartbeat due between the two frames:
+        // skipped (and counted), so that the upstream's CRLF stays whole.
+        let config = config(|c| {
+            c.settings.heartbeat = Some(10 * S);
+            c.settings.retry = None;
+        });
         let (body, _) = sse(
             vec![
                 Step::Data(b"data: a\r"),
@@ -891,7 +895,29 @@ mod tests {
             &config,
         );
         let out = joined(&frames(body).await);
-        assert_eq!(out, b"data: a\r:\r\ndata: b\r\n\r\n");
+        assert_eq!(out, b"data: a\r\ndata: b\r\n\r\n");
+        let parsed = parse(&out);
+        assert_eq!(parsed.events.len(), 1);
+        assert_eq!(parsed.events[0].data, "a\nb");
+        assert_eq!(config.metrics.snapshot().heartbeats_skipped, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_after_a_cr_ends_with_cr_once_the_stream_used_a_lone_cr() {
+        let config = config(|c| {
+            c.settings.heartbeat = Some(10 * S);
+            c.settings.retry = None;
+        });
+        let (body, _) = sse(
+            vec![
+                Step::Data(b"data: a\rdata: b\r"),
+                Step::Wait(15 * S),
+                Step::Data(b"\r"),
+            ],
+            &config,
+        );
+        let out = joined(&frames(body).await);
+        assert_eq!(out, b"data: a\rdata: b\r:\r\r");
         let parsed = parse(&out);
         assert_eq!(parsed.events.len(), 1);
         assert_eq!(parsed.events[0].data, "a\nb");
@@ -1200,6 +1226,23 @@ mod proptests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// I2: a client that splits lines on LF and strips one CR reads the upstream's lines
+        /// (plus the layer's own heartbeats and hint) from LF and CRLF streams, whatever the
+        /// framing and the pauses.
+        #[test]
+        fn a_naive_line_splitter_reads_the_upstream_lines(
+            stream in crate::scanner::tests::arb_lf_crlf_stream(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..10),
+            waits in proptest::collection::vec(prop_oneof![Just(0u64), Just(15), Just(35)], 0..12),
+        ) {
+            use crate::scanner::tests::naive_lines_without;
+            let out = relay(split(&stream, &cuts), &waits);
+            let mut got = naive_lines_without(&out, b":");
+            prop_assert_eq!(got.first().map(Vec::as_slice), Some(&b"retry: 1234"[..]));
+            got.remove(0);
+            prop_assert_eq!(got, naive_lines_without(&stream, b":"));
+        }
 
         /// I1 with heartbeats forced at random points in time.
         #[test]

@@ -8,9 +8,12 @@
 //! The rules it follows (see `SSE-RULES.md` and the WHATWG standard):
 //!
 //! - Lines end with CRLF, LF or a lone CR; a CR at the end of one frame and an LF at the start of
-//!   the next are one line ending. Right after a CR, an injected line must end with CR itself
-//!   (`":\r"`): should the upstream's next byte be the LF of a CRLF, it completes the injected
-//!   line's ending instead of reading as a blank line (I2).
+//!   the next are one line ending. Right after a CR whose next byte has not arrived, nothing is
+//!   injected (I2): a `…\n` line would turn the LF of a CRLF into a blank line, and a `":\r"`
+//!   line, though spec parsers read it right, splits the CRLF so that a client splitting on LF
+//!   and stripping one CR reads `data: a\r:`. The one exception is a stream that has already
+//!   used a lone CR as a line ending: its clients must handle CR, and `":\r"` is the only way
+//!   to keep such a stream alive while it pauses after a CR.
 //! - Only at a line start may anything be injected; mid-line nothing is (I2).
 //! - An event is *open* once a field line has been seen since the last blank line; the layer
 //!   injects only comment and `retry` lines, which never dispatch or reset anything, so they are
@@ -32,7 +35,8 @@ const NAME_DONE: u8 = 5;
 pub(crate) enum LineEnd {
     /// At a line start: end the injected line with LF.
     Lf,
-    /// Right after a CR whose next byte has not arrived: end the injected line with CR.
+    /// Right after a CR whose next byte has not arrived, in a stream that has used a lone CR as
+    /// a line ending: end the injected line with CR.
     Cr,
 }
 
@@ -74,6 +78,8 @@ pub(crate) struct Scanner {
     bom: Option<u8>,
     /// The layer wrote before the upstream's first byte: a leading BOM is removed.
     strip_bom: bool,
+    /// The upstream has ended a line with a lone CR (a CR followed by something other than LF).
+    lone_cr: bool,
 }
 
 impl Default for Scanner {
@@ -92,11 +98,21 @@ impl Scanner {
             data: false,
             bom: Some(0),
             strip_bom: false,
+            lone_cr: false,
         }
     }
 
-    /// Where a line may be injected now, and with which ending; `None` mid-line.
+    /// Where a line may be injected now, and with which ending; `None` mid-line, and right after
+    /// a CR unless the stream has used lone CRs (see the module docs).
     pub(crate) fn injection(&self) -> Option<LineEnd> {
+        match self.position() {
+            Some(LineEnd::Cr) if !self.lone_cr => None,
+            position => position,
+        }
+    }
+
+    /// Whether the client is at a line start (`Lf`) or right after a CR (`Cr`); `None` mid-line.
+    fn position(&self) -> Option<LineEnd> {
         match self.bom {
             // Nothing from the upstream yet, or a held BOM prefix: the output is at a line start.
             Some(0) => Some(LineEnd::Lf),
@@ -111,9 +127,10 @@ impl Scanner {
         }
     }
 
-    /// Whether the stream is at an event boundary: at a line start with no event open.
+    /// Whether the stream is at an event boundary: at a line start (or right after a CR) with no
+    /// event open.
     pub(crate) fn at_event_boundary(&self) -> bool {
-        !self.open && self.injection().is_some()
+        !self.open && self.position().is_some()
     }
 
     /// Whether the upstream is mid-line (where nothing may be injected).
@@ -206,6 +223,8 @@ impl Scanner {
                 Line::Cr => {
                     if byte == b'\n' {
                         i += 1;
+                    } else {
+                        self.lone_cr = true;
                     }
                     self.line = Line::Start;
                 }
@@ -289,7 +308,7 @@ pub(crate) fn bom_prefix(n: u8) -> &'static [u8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::test_helpers::sse_parser::{parse, parse_chunks};
     use crate::test_helpers::{events_of, split};
@@ -343,13 +362,15 @@ mod tests {
             (b"data: a", None, false),
             (b"data: a\n", Some(LineEnd::Lf), false),
             (b"data: a\n\n", Some(LineEnd::Lf), true),
-            (b"data: a\r", Some(LineEnd::Cr), false),
+            (b"data: a\r", None, false),
             (b"data: a\r\n", Some(LineEnd::Lf), false),
             (b"data: a\r\r", Some(LineEnd::Cr), true),
+            (b"data: a\r\n\r", None, true),
+            (b"data: a\rdata: b\r", Some(LineEnd::Cr), false),
             (b"data: a\r\n\r\n", Some(LineEnd::Lf), true),
             (b": comment", None, false),
             (b": comment\n", Some(LineEnd::Lf), true),
-            (b": comment\r", Some(LineEnd::Cr), true),
+            (b": comment\r", None, true),
             (b"event: x\n", Some(LineEnd::Lf), false),
             (b"id: 1\n\n", Some(LineEnd::Lf), true),
             (b"\xEF\xBB\xBF", Some(LineEnd::Lf), true),
@@ -359,7 +380,8 @@ mod tests {
             (b"\xEFx\n", Some(LineEnd::Lf), false),
             (b"data", None, false),
             (b"\n", Some(LineEnd::Lf), true),
-            (b"\r", Some(LineEnd::Cr), true),
+            (b"\r", None, true),
+            (b"\r\r", Some(LineEnd::Cr), true),
         ];
         for (input, injection, boundary) in table {
             let scanner = position(input);
@@ -416,15 +438,40 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_between_cr_and_lf_does_not_dispatch_early() {
-        // I2: `data: a\r` | `\ndata: b\r\n\r\n` with a heartbeat between the frames.
+    fn no_heartbeat_between_cr_and_lf() {
+        // I2: `data: a\r` | `\ndata: b\r\n\r\n` with a heartbeat due between the frames.
         let (out, _) = relay(&[b"data: a\r", b"\ndata: b\r\n\r\n"], false);
-        assert_eq!(out, b"data: a\r:hb\r\ndata: b\r\n\r\n:hb\n");
+        assert_eq!(out, b"data: a\r\ndata: b\r\n\r\n:hb\n");
         let parsed = parse(&out);
         assert_eq!(
             events_of(&parsed),
             [("message".into(), "a\nb".into(), String::new())]
         );
+    }
+
+    #[test]
+    fn after_a_lone_cr_a_pause_after_a_cr_gets_a_cr_heartbeat() {
+        // The stream has shown a lone CR: its clients must handle CR line endings.
+        let (out, _) = relay(&[b"data: a\rdata: b\r", b"\r"], false);
+        assert_eq!(out, b"data: a\rdata: b\r:hb\r\r:hb\r");
+        assert_eq!(
+            events_of(&parse(&out)),
+            [("message".into(), "a\nb".into(), String::new())]
+        );
+    }
+
+    #[test]
+    fn a_naive_line_splitter_reads_crlf_streams_unchanged() {
+        let upstream: &[u8] = b"data: a\r\ndata: b\r\n\r\n";
+        for cut in 0..=upstream.len() {
+            let (out, _) = relay(&[&upstream[..cut], &upstream[cut..]], true);
+            assert_eq!(
+                naive_lines_without(&out, b":hb"),
+                naive_lines_without(upstream, b":hb"),
+                "cut at {cut}: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
     }
 
     #[test]
@@ -517,8 +564,57 @@ mod tests {
             })
     }
 
+    /// The lines a hand-written client reads: split on LF, one trailing CR stripped, the
+    /// unterminated rest dropped; lines equal to `injected` (the layer's own) left out.
+    pub(crate) fn naive_lines_without(bytes: &[u8], injected: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+        lines.pop();
+        for line in &mut lines {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        lines.retain(|line| line != injected);
+        lines
+    }
+
+    /// Well-formed streams whose lines all end with LF or CRLF (never a lone CR).
+    pub(crate) fn arb_lf_crlf_stream() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![
+                    Just(&b"data: x"[..]), Just(&b"data"[..]), Just(&b"event: e"[..]),
+                    Just(&b"id: 7"[..]), Just(&b": c"[..]), Just(&b""[..]), Just(&b"retry: 5"[..]),
+                ],
+                any::<bool>(),
+            ),
+            0..24,
+        )
+        .prop_map(|lines| {
+            let mut out = Vec::new();
+            for (line, crlf) in lines {
+                out.extend_from_slice(line);
+                out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            }
+            out
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// I2: a client that splits on LF and strips one CR reads the upstream's lines, plus
+        /// only the layer's own, from LF and CRLF streams at any framing.
+        #[test]
+        fn a_naive_line_splitter_reads_the_upstream_lines(
+            stream in arb_lf_crlf_stream(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let chunks = split(&stream, &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let (out, _) = relay(&refs, false);
+            prop_assert_eq!(naive_lines_without(&out, b":hb"), naive_lines_without(&stream, b":hb"));
+        }
 
         /// I1: injecting wherever the scanner allows, at any framing, changes no event, and the
         /// scanner's event count matches the reference parser's.
