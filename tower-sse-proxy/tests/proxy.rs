@@ -1,9 +1,6 @@
-//! The `proxy` example as a real process in front of a real upstream, both on loopback.
+//! The `tower-sse-proxy` binary as a real process in front of a real upstream, both on loopback.
 //!
-//! The tests run the example's binary, `target/<profile>/examples/proxy`. A plain `cargo test`
-//! builds it along with the tests; `cargo test --test proxy` does not, so when the binary is
-//! missing, or older than the example's or the crate's sources, the first test that needs it
-//! runs `cargo build --example proxy` (same profile and target directory) and the others wait.
+//! The tests run the binary cargo builds for them (`CARGO_BIN_EXE_tower-sse-proxy`).
 //! Every proxy is started with `--listen 127.0.0.1:0`, prints `listening on http://ADDR, ...` as
 //! its first stdout line, and is killed when its guard is dropped.
 
@@ -20,10 +17,10 @@ mod support;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -265,63 +262,9 @@ impl Proxy {
     }
 }
 
-/// The example's binary, built (once per test run) when missing or older than its sources.
+/// The proxy's binary, built by cargo along with this test.
 fn proxy_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // This test is `target/<profile>/deps/proxy-HASH`; the example is
-        // `target/<profile>/examples/proxy`.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
-        if is_stale(&binary) {
-            let mut cargo = std::process::Command::new(env!("CARGO"));
-            cargo
-                .args(["build", "--example", "proxy", "--manifest-path"])
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-            if profile_dir
-                .file_name()
-                .is_some_and(|name| name == "release")
-            {
-                cargo.arg("--release");
-            }
-            if let Some(target_dir) = profile_dir.parent() {
-                cargo.arg("--target-dir").arg(target_dir);
-            }
-            let status = cargo.status().expect("cannot run cargo");
-            assert!(status.success(), "`cargo build --example proxy` failed");
-        }
-        binary
-    })
-}
-
-/// Whether `binary` is missing or older than the example, the crate's sources or the manifest.
-fn is_stale(binary: &Path) -> bool {
-    let Some(built) = modified(binary) else {
-        return true;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![root.join("examples/proxy.rs"), root.join("Cargo.toml")];
-    let mut dirs = vec![root.join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                sources.push(path);
-            }
-        }
-    }
-    sources
-        .iter()
-        .any(|source| modified(source).is_some_and(|time| time > built))
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    Path::new(env!("CARGO_BIN_EXE_tower-sse-proxy"))
 }
 
 // ---------------------------------------------------------------------------------------------
