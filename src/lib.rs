@@ -78,11 +78,13 @@
 //!
 //! The layer writes a `retry:` line at the start of each stream and comment heartbeats while the
 //! stream is idle. It knows where it may write from a [framing scanner] that follows the upstream's
-//! bytes with O(1) state: only at a line start, with a CR-terminated line right after a CR, never
-//! a blank line, and a leading byte-order mark of the upstream's is removed when the layer wrote
-//! first. Whatever the upstream sends and however it is split into frames, a client parses the
-//! same events, types, data and ids with the layer as without it; every upstream frame is handed
-//! on in the poll it arrives.
+//! bytes with O(1) state: only at a line start, never a blank line, and nothing right after a CR
+//! whose next byte has not arrived (it may be the LF of a CRLF), unless the stream has used lone
+//! CRs as line endings, where a CR-terminated comment goes; a leading byte-order mark of the
+//! upstream's is removed when the layer wrote first. Whatever the upstream sends and however it is
+//! split into frames, a client parses the same events, types, data and ids with the layer as
+//! without it, and so does a hand-written client that splits lines on LF and strips one CR; every
+//! upstream frame is handed on in the poll it arrives.
 //!
 //! ## Ending streams
 //!
@@ -107,8 +109,18 @@
 //! When the client goes away, hyper drops the response body: the [`SseBody`] drops the inner body
 //! at once (so the producer sees its channel closed), with the stream's timer; the stream is
 //! counted as closed with [`CloseReason::ClientGone`]. When the layer itself ends a stream (idle
-//! timeout, lifetime, drain), it drops the inner body as it writes its last bytes. Nothing
-//! outlives the response body: the layer spawns no task.
+//! timeout, lifetime, drain), it drops the inner body as it writes its last bytes.
+//!
+//! Without [`SseLayer::slow_client`] the layer spawns no task: the inner body is polled by the
+//! response body itself. With it, each event stream gets one task (the pump) that polls the inner
+//! body into the bounded buffer. The pump ends, and drops the inner body, as soon as the response
+//! body is dropped, the upstream ends, or the client is found stalled; nothing outlives the
+//! response body but the few bytes of a close already counted.
+//!
+//! # The rules
+//!
+//! What a client parses, and the invariants the layer keeps (I1–I9, cited in the code and the
+//! tests), are written down in [`docs/rules.md`] in the repository.
 //!
 //! # Runtime
 //!
@@ -116,6 +128,7 @@
 //! driver enabled (as hyper, axum and tonic servers are).
 //!
 //! [Server-Sent Events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
+//! [`docs/rules.md`]: https://github.com/tower-sse/tower-sse/blob/main/docs/rules.md
 //! [framing scanner]: https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -5,7 +5,8 @@
 //! and *is this an event boundary*. It keeps O(1) state whatever the line or event length, never
 //! copies or buffers the payload, and finds line endings with `memchr`.
 //!
-//! The rules it follows (see `SSE-RULES.md` and the WHATWG standard):
+//! The rules it follows (see `docs/rules.md` in the repository, whose invariants I1–I9 the comments
+//! below cite, and the WHATWG standard):
 //!
 //! - Lines end with CRLF, LF or a lone CR; a CR at the end of one frame and an LF at the start of
 //!   the next are one line ending. Right after a CR whose next byte has not arrived, nothing is
