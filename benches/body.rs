@@ -18,9 +18,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-#[path = "support/summary.rs"]
-mod summary;
-
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::pin::Pin;
@@ -35,6 +32,7 @@ use http_body_util::{BodyExt, Empty};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_sse::{SlowClient, SseLayer};
+use tower_sse_test_support::bench_summary;
 
 /// Frames per stream.
 const N: usize = 10_000;
@@ -175,7 +173,7 @@ fn main() {
         ("body_sse", &["layer", "layer_slow_client"][..]),
         ("body_json", &["layer"][..]),
     ] {
-        let Some(base) = summary::median_ns(group, "inner", started) else {
+        let Some(base) = bench_summary::median_ns(group, "inner", started) else {
             continue;
         };
         let base = base / N as f64;
@@ -184,7 +182,7 @@ fn main() {
             "inner", "-", "1.000"
         );
         for case in cases {
-            if let Some(ns) = summary::median_ns(group, case, started) {
+            if let Some(ns) = bench_summary::median_ns(group, case, started) {
                 let ns = ns / N as f64;
                 println!(
                     "{group:<10} {case:<18} {ns:>12.2} {:>16.2} {:>8.3}",

@@ -3,8 +3,9 @@
 //! Run with: `cargo bench --bench scanner` (short: `cargo bench --bench scanner --
 //! --warm-up-time 1 --measurement-time 3`).
 //!
-//! The scanner is `pub(crate)`; this bench compiles `src/scanner.rs` into itself (it depends on
-//! `memchr` and `core` only) so that the public API stays as it is.
+//! The scanner is `pub(crate)`; this bench reaches it through `tower_sse::fuzz_api`, which the
+//! hidden, unstable feature `__internals` compiles (the bench's `required-features`): a thin
+//! wrapper around the crate's own scanner, nothing copied.
 //!
 //! Inputs are streams of equal-sized events (`id: NNNNNN` + one `data:` line + a blank line),
 //! with LF or CRLF line endings, 256 KiB long (4 KiB for 1-byte frames), fed to one scanner in
@@ -14,32 +15,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-// `unused_imports`: the scanner's unit tests are compiled (see below) but their `#[test]`
-// functions are not, leaving their imports unused.
-#[path = "../src/scanner.rs"]
-#[allow(dead_code, unused_imports)]
-mod scanner;
-
-/// Cargo compiles benches with `--cfg test`, so the scanner's unit-test module is compiled too
-/// (never run: this target has no test harness). It needs the crate's test helpers, which need
-/// only `crate::BoxError` besides `std` and dependencies.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/test_helpers.rs"]
-mod test_helpers;
-
-/// For [`test_helpers`].
-#[allow(dead_code)]
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-#[path = "support/summary.rs"]
-mod summary;
-
 use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, Throughput};
 
-use scanner::Scanner;
+use tower_sse::fuzz_api::Scanner;
+use tower_sse_test_support::bench_summary;
 
 /// Bytes of one input stream.
 const INPUT: usize = 256 * 1024;
@@ -153,12 +135,12 @@ fn main() {
         } else {
             INPUT
         };
-        let Some(base) = summary::median_ns(&group, "memchr2", started) else {
+        let Some(base) = bench_summary::median_ns(&group, "memchr2", started) else {
             continue;
         };
         let base_gbs = bytes as f64 / base;
         for case in cases {
-            if let Some(ns) = summary::median_ns(&group, &case, started) {
+            if let Some(ns) = bench_summary::median_ns(&group, &case, started) {
                 let gbs = bytes as f64 / ns;
                 println!(
                     "{group:<26} {case:<12} {gbs:>10.2} {base_gbs:>10.2} {:>8.3}",

@@ -157,22 +157,6 @@ fn now_ns() -> u64 {
     u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// `VmRSS` of this process, in bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// CPU time of this process: (sum of the threads' schedstat run time, utime + stime), in ns.
 fn cpu_ns() -> (u64, u64) {
     let mut sched = 0;
@@ -852,9 +836,9 @@ async fn memory(plan: &Plan, select: &Select) {
         let mut per_stream = [f64::NAN; 4];
         for v in order {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let before = rss_bytes();
+            let before = tower_sse_test_support::rss_bytes().unwrap_or(0);
             let streams = open_idle(&set[v], plan.memory_streams).await;
-            let after = rss_bytes();
+            let after = tower_sse_test_support::rss_bytes().unwrap_or(0);
             per_stream[v] = (after as f64 - before as f64) / streams.opened.max(1) as f64;
             opened[v] = streams.opened;
             held.push(streams);

@@ -1,35 +1,26 @@
 //! Replays the fuzz targets' seeds (`fuzz/seeds/<target>/`) on the stable toolchain, through the
-//! same checks the fuzz targets run over the public API (`fuzz/src/checks.rs`, included here).
+//! checks the fuzz targets run (`tower_sse_test_support::checks`).
 //!
-//! - `scanner`: the internal check (`tower_sse::fuzz_api::check_scanner`) needs `--cfg fuzzing`,
-//!   so each seed goes through the public layer instead: its frames are sent with 15 ms of
-//!   silence after each and a 10 ms heartbeat, on a paused clock, so that a heartbeat is due
-//!   after every frame and written wherever the scanner allows, as the internal check does; the
-//!   `retry:` hint goes first when the seed's flag says the layer writes first.
+//! - `scanner`: the framing scanner with a heartbeat injected wherever it allows one
+//!   (`check_scanner`, over `tower_sse::fuzz_api`), and every seed also through the public layer
+//!   (`check_scanner_layer`): its frames are sent with 15 ms of silence after each and a 10 ms
+//!   heartbeat, on a paused clock, so that a heartbeat is due after every frame and written
+//!   wherever the scanner allows; the `retry:` hint goes first when the seed's flag says the
+//!   layer writes first. (The target goes through the layer only when the seed's flag bit 1 is
+//!   set.)
 //! - `body`: the script is played as the fuzz target plays it.
-//! - `headers`: the public layer's headers (the internal function's are checked by the target).
+//! - `headers`: the internal header fixing and the public layer's headers, as the target does.
 //!
 //! Crash reproducers of known bugs live in `fuzz/regressions/<target>/` (not in `seeds/`, so that
 //! `cargo fuzz run <target> seeds/<target>` starts clean) and are replayed by the `regression_*` tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(unreachable_pub)]
-#[path = "../fuzz/src/checks.rs"]
-mod checks;
-#[allow(unreachable_pub)]
-#[path = "../fuzz/src/header_rules.rs"]
-mod header_rules;
-#[allow(unreachable_pub)]
-#[path = "../fuzz/src/seed.rs"]
-mod seed;
-#[path = "../test-support/src/sse_parser.rs"]
-mod sse_parser;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use seed::{BodyInput, HeadersInput, ScannerInput};
+use tower_sse_test_support::seed::{self, BodyInput, HeadersInput, ScannerInput};
+use tower_sse_test_support::{checks, header_rules};
 
 /// The files of `fuzz/<dir>/`, sorted by name.
 fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
@@ -64,6 +55,11 @@ fn replay(dir: &str, check: impl Fn(&[u8])) {
 }
 
 fn scanner(bytes: &[u8]) {
+    let input = ScannerInput::decode(bytes);
+    checks::check_scanner(&input.data, &input.cuts, input.inject_first);
+}
+
+fn scanner_layer(bytes: &[u8]) {
     checks::check_scanner_layer(&ScannerInput::decode(bytes));
 }
 
@@ -73,12 +69,18 @@ fn body(bytes: &[u8]) {
 
 fn headers(bytes: &[u8]) {
     let input = HeadersInput::decode(bytes);
+    checks::check_headers(&input.pairs, input.version);
     checks::check_headers_layer(&input.pairs, input.version);
 }
 
 #[test]
-fn scanner_seeds_keep_their_events_with_a_heartbeat_after_every_frame() {
+fn scanner_seeds_inject_only_at_line_starts_and_keep_their_events() {
     replay("seeds/scanner", scanner);
+}
+
+#[test]
+fn scanner_seeds_keep_their_events_with_a_heartbeat_after_every_frame() {
+    replay("seeds/scanner", scanner_layer);
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn body_seeds_keep_every_invariant() {
 }
 
 #[test]
-fn header_seeds_are_fixed_through_the_layer() {
+fn header_seeds_are_fixed_by_the_function_and_through_the_layer() {
     replay("seeds/headers", headers);
 }
 

@@ -24,71 +24,22 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::NamedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tower::ServiceBuilder;
 use tower_sse::SseLayer;
+use tower_sse_test_support::grpc::StringCodec;
 
 /// Upper bound for any single network step of a test.
 const STEP: Duration = Duration::from_secs(2);
 
 const SERVICE: &str = "test.Streamer";
-
-// ---------------------------------------------------------------------------------------------
-// The codec: one gRPC message is the UTF-8 bytes of one `String`.
-
-#[derive(Debug, Clone, Copy, Default)]
-struct StringCodec;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct StringEncoder;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct StringDecoder;
-
-impl Codec for StringCodec {
-    type Encode = String;
-    type Decode = String;
-    type Encoder = StringEncoder;
-    type Decoder = StringDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        StringEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        StringDecoder
-    }
-}
-
-impl Encoder for StringEncoder {
-    type Item = String;
-    type Error = Status;
-
-    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for StringDecoder {
-    type Item = String;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|error| Status::internal(format!("message is not UTF-8: {error}")))
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server: a hand-written `test.Streamer` service with four server-streaming methods. Each

@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_sse::{CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics};
+use tower_sse_test_support::eventually;
 
 /// The tests measure time, memory and throughput on a 2-core machine: they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -241,20 +242,6 @@ fn sampler<T: Send + 'static>(
         }
         samples
     })
-}
-
-/// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether it held.
-async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -528,21 +515,9 @@ where
     support::serve_on(socket.listen(1024).unwrap(), service)
 }
 
-/// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`).
+/// The process's resident set size in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .unwrap();
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib * 1024
+    tower_sse_test_support::rss_bytes().expect("VmRSS in /proc/self/status")
 }
 
 /// How many sockets the process has open (both ends of every loopback connection count).

@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_sse_fuzz::checks;
-use tower_sse_fuzz::seed::BodyInput;
+use tower_sse_test_support::checks;
+use tower_sse_test_support::seed::BodyInput;
 
-fuzz_target!(|input: BodyInput| {
-    checks::check_body(&input);
+fuzz_target!(|bytes: &[u8]| {
+    checks::check_body(&BodyInput::decode(bytes));
 });

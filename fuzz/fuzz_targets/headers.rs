@@ -5,10 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_sse_fuzz::checks;
-use tower_sse_fuzz::seed::HeadersInput;
+use tower_sse_test_support::checks;
+use tower_sse_test_support::seed::HeadersInput;
 
-fuzz_target!(|input: HeadersInput| {
-    tower_sse::fuzz_api::check_headers(&input.pairs, input.version);
+fuzz_target!(|bytes: &[u8]| {
+    let input = HeadersInput::decode(bytes);
+    checks::check_headers(&input.pairs, input.version);
     checks::check_headers_layer(&input.pairs, input.version);
 });

@@ -6,11 +6,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_sse_fuzz::checks;
-use tower_sse_fuzz::seed::ScannerInput;
+use tower_sse_test_support::checks;
+use tower_sse_test_support::seed::ScannerInput;
 
-fuzz_target!(|input: ScannerInput| {
-    tower_sse::fuzz_api::check_scanner(&input.data, &input.cuts, input.inject_first);
+fuzz_target!(|bytes: &[u8]| {
+    let input = ScannerInput::decode(bytes);
+    checks::check_scanner(&input.data, &input.cuts, input.inject_first);
     if input.through_layer {
         checks::check_scanner_layer(&input);
     }

@@ -1,11 +1,12 @@
 //! Reads back what criterion measured in this run, so that a bench can print ratios to its own
-//! baseline measured in the same process.
+//! baseline measured in the same process (`benches/scanner.rs`, `benches/body.rs`).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 /// Where criterion writes its results: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion` or
-/// `target/criterion` (cargo runs benches from the package root).
+/// `target/criterion` of the workspace (cargo runs benches from the package root, which is the
+/// workspace root for `tower-sse`).
 fn criterion_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return PathBuf::from(home);
@@ -13,12 +14,12 @@ fn criterion_dir() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(target).join("criterion");
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/criterion")
+    PathBuf::from("target/criterion")
 }
 
 /// The median time of one iteration of `group/function`, in ns, if criterion measured it in this
 /// run (its estimates file was written after `since`).
-pub(crate) fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> {
+pub fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> {
     let path = criterion_dir()
         .join(group)
         .join(function)

@@ -1,15 +1,13 @@
-//! Checks through tower-sse's public API: a real `SseLayer` around a `service_fn` whose event
-//! stream is fed from a channel, on a paused current-thread Tokio runtime.
+//! The fuzz targets' checks, shared with the stable test `tests/fuzz_seeds.rs`. Every function
+//! accepts any input and panics only when an invariant of `docs/rules.md` is broken.
 //!
-//! Shared by the fuzz targets and by the stable test `tests/fuzz_seeds.rs`, which includes this
-//! file with `#[path]`; it expects the modules `seed`, `header_rules` and `sse_parser`
-//! (`tests/support/sse_parser.rs`) at its crate's root. The functions accept any input and
-//! panic only when an invariant of `SSE-RULES.md` is broken.
+//! - Over the crate's internals (`tower_sse::fuzz_api`): [`check_scanner`] (the framing scanner
+//!   against the reference parser) and [`check_headers`] (the header-fixing function).
+//! - Through the public API: a real `SseLayer` around a `service_fn` whose event stream is fed
+//!   from a channel, on a paused current-thread Tokio runtime that is built once per thread and
+//!   reused for every input ([`check_body`], [`check_scanner_layer`], [`check_headers_layer`]).
 
-// Each user of this module needs only some of it.
-#![allow(dead_code)]
-
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -20,13 +18,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame};
 use http_body_util::channel::{Channel, Sender};
+use tokio::runtime::Runtime;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_sse::fuzz_api::{LineEnd, Scanner, bom_prefix, fix_event_stream_headers};
 use tower_sse::{CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
 
 use crate::header_rules;
 use crate::seed::{BodyInput, Options, Policy, RETRY_MS, ScannerInput, Step};
-use crate::sse_parser::{Parsed, parse};
+use crate::seed::split;
+use crate::sse_parser::{Parsed, Parser, parse};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// With the slow-client buffer, heartbeats are `:` + this byte, which the checks replace in the
@@ -142,14 +143,23 @@ pub fn check_body(input: &BodyInput) {
     run(input);
 }
 
+thread_local! {
+    /// The paused current-thread runtime the body checks run on, reused across inputs: building
+    /// one per input dominated the fuzz targets' time. Taken out while an input plays, so that a
+    /// check that panics (caught by `tests/fuzz_seeds.rs`) drops it with whatever task it left.
+    static RUNTIME: Cell<Option<Runtime>> = const { Cell::new(None) };
+}
+
 fn run(input: &BodyInput) {
-    #[allow(clippy::expect_used)]
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a paused current-thread runtime");
+    let runtime = RUNTIME.take().unwrap_or_else(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a paused current-thread runtime")
+    });
     runtime.block_on(play(input));
+    RUNTIME.set(Some(runtime));
 }
 
 fn millis(ms: u64) -> Duration {
@@ -719,5 +729,194 @@ fn check_latest_per_type(got: &Parsed, expected: &Parsed) {
                 event.0
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over the crate's internals (`tower_sse::fuzz_api`).
+
+const HEARTBEAT_LF: &[u8] = b":hb\n";
+const HEARTBEAT_CR: &[u8] = b":hb\r";
+
+/// Feeds `data`, split at `cuts` (clamped, any order), to the framing scanner and injects a
+/// heartbeat wherever it allows one: before the first frame when `inject_first` (as a `retry:`
+/// hint is), and after every frame, like the layer when the upstream pauses there.
+///
+/// Asserts that:
+/// - a line is injected exactly where the client is at a line start (I2), ending with CR exactly
+///   when the client's last byte is a CR (whose LF may follow), never mid-line or inside a BOM;
+/// - the output minus the injected lines is the input, minus a leading BOM when something was
+///   injected before it (I4, I8b), and it parses to the same events and retry values (I1);
+/// - after every frame, the scanner's event count equals the reference parser's, and where the
+///   scanner reports an event boundary a blank line would dispatch nothing; its reported
+///   boundary offsets follow a line-ending byte.
+pub fn check_scanner(data: &[u8], cuts: &[usize], inject_first: bool) {
+    let mut relay = Relay::default();
+    if inject_first {
+        relay.inject();
+    }
+    for frame in split(data, cuts) {
+        relay.feed(frame);
+        relay.inject();
+    }
+    let held = relay.scanner.finish();
+    relay.push_upstream(bom_prefix(held));
+
+    let expected_upstream = match data.strip_prefix(BOM) {
+        Some(rest) if relay.injected_first => rest,
+        _ => data,
+    };
+    assert_eq!(
+        relay.upstream, expected_upstream,
+        "the output minus the injected lines is not the input"
+    );
+    let expected = parse(data);
+    let got = parse(&relay.out);
+    assert_eq!(
+        got.triples(),
+        expected.triples(),
+        "I1: events changed; output {:?}",
+        String::from_utf8_lossy(&relay.out)
+    );
+    assert_eq!(got.retries, expected.retries, "retry values changed");
+    assert_eq!(
+        relay.counted,
+        expected.events.len() as u64,
+        "the scanner counted another number of events"
+    );
+}
+
+/// Builds a header map from the valid pairs of `pairs`, fixes it as an event stream's headers
+/// for the HTTP version `version` stands for (0.9, 1.0, 1.1, 2, 3, modulo 5), twice, with the
+/// crate's internal function.
+///
+/// Asserts that fixing never panics, is idempotent, and gives what
+/// [`header_rules::assert_fixed`] requires.
+pub fn check_headers(pairs: &[(Vec<u8>, Vec<u8>)], version: u8) {
+    let version = header_rules::version(version);
+    let before: HeaderMap = header_rules::header_map(pairs);
+    let mut once = before.clone();
+    fix_event_stream_headers(&mut once, version);
+    header_rules::assert_fixed(&before, &once, version);
+    let mut twice = once.clone();
+    fix_event_stream_headers(&mut twice, version);
+    assert_eq!(once, twice, "fixing the headers is not idempotent");
+}
+
+/// The scanner, the output as a client reads it, and what the checks need to know.
+#[derive(Default)]
+struct Relay {
+    scanner: Scanner,
+    /// Everything written: upstream bytes and injected lines.
+    out: Vec<u8>,
+    /// The upstream's bytes as written (the output minus the injected lines).
+    upstream: Vec<u8>,
+    /// Some upstream byte has been fed.
+    upstream_started: bool,
+    /// A line was injected before the upstream's first byte.
+    injected_first: bool,
+    /// The reference parser over the upstream fed so far.
+    parser: Parser,
+    counted: u64,
+    boundaries: Vec<usize>,
+}
+
+impl Relay {
+    /// What the client has read so far, after the one BOM it skips at the stream start.
+    fn view(&self) -> &[u8] {
+        self.out.strip_prefix(BOM).unwrap_or(&self.out)
+    }
+
+    fn inject(&mut self) {
+        let view = self.view();
+        let at_line_start = view.is_empty() || matches!(view.last(), Some(b'\n' | b'\r'));
+        let after_cr = view.last() == Some(&b'\r');
+        // After a CR, a line goes in only once the stream has used a lone CR as a line ending
+        // (a CR followed by anything but LF): otherwise it would split a CRLF (I2).
+        let lone_cr_seen =
+            after_cr && view.windows(2).any(|pair| pair[0] == b'\r' && pair[1] != b'\n');
+        match self.scanner.injection() {
+            None => assert!(
+                !at_line_start || (after_cr && !lone_cr_seen),
+                "a heartbeat is refused at a line start: {:?}",
+                String::from_utf8_lossy(&self.out)
+            ),
+            Some(end) => {
+                assert!(
+                    at_line_start,
+                    "I2: injection mid-line: {:?}",
+                    String::from_utf8_lossy(&self.out)
+                );
+                assert!(
+                    !after_cr || lone_cr_seen,
+                    "I2: a line after a CR of a stream without lone CRs: {:?}",
+                    String::from_utf8_lossy(&self.out)
+                );
+                assert_eq!(
+                    end == LineEnd::Cr,
+                    after_cr,
+                    "I2: injected line ends with {end:?} after {:?}",
+                    String::from_utf8_lossy(&self.out)
+                );
+                self.out.extend_from_slice(match end {
+                    LineEnd::Lf => HEARTBEAT_LF,
+                    LineEnd::Cr => HEARTBEAT_CR,
+                });
+                self.scanner.injected();
+                if !self.upstream_started {
+                    self.injected_first = true;
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, frame: &[u8]) {
+        let mut boundaries = std::mem::take(&mut self.boundaries);
+        boundaries.clear();
+        let feed = self
+            .scanner
+            .feed_with_boundaries(frame, |at| boundaries.push(at));
+        self.counted += u64::from(feed.events);
+        assert!(feed.release <= 2, "released {} BOM bytes", feed.release);
+        let kept = frame.get(feed.skip..);
+        assert!(kept.is_some(), "skip {} past the frame", feed.skip);
+        assert!(
+            feed.release == 0 || feed.skip == 0,
+            "a frame both releases and skips BOM bytes"
+        );
+        let mut last = 0;
+        for &at in &boundaries {
+            assert!(
+                at > last && matches!(frame.get(at - 1), Some(b'\r' | b'\n')),
+                "boundary {at} of {boundaries:?} in {frame:?} follows no line ending"
+            );
+            last = at;
+        }
+        self.boundaries = boundaries;
+        self.push_upstream(bom_prefix(feed.release));
+        self.push_upstream(kept.unwrap_or_default());
+        if !frame.is_empty() {
+            self.upstream_started = true;
+        }
+        self.parser.feed(frame);
+
+        assert_eq!(
+            self.counted,
+            self.parser.dispatched() as u64,
+            "the scanner's event count is behind or ahead of the parser"
+        );
+        if self.scanner.at_event_boundary() {
+            // Nothing is open: a blank line here would dispatch nothing.
+            assert_eq!(
+                self.parser.dispatches_if_fed(b"\n"),
+                0,
+                "an event boundary inside an event"
+            );
+        }
+    }
+
+    fn push_upstream(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+        self.upstream.extend_from_slice(bytes);
     }
 }

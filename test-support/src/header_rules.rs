@@ -1,11 +1,8 @@
-//! What fixing an event stream's response headers must guarantee (`SSE-RULES.md`, "HTTP-level
+//! What fixing an event stream's response headers must guarantee (`docs/rules.md`, "HTTP-level
 //! rules"), as assertions over a header map before and after.
 //!
-//! Depends on `http` alone: `src/fuzz_api.rs` includes it (to check the crate's internal header
-//! fixing), and so do the fuzz crate and `tests/fuzz_seeds.rs` (to check the public layer).
-
-// Each user of this module needs only some of it.
-#![allow(dead_code)]
+//! Used by the checks of the crate's internal header fixing and of the public layer's headers
+//! ([`crate::checks`]).
 
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderName};
 use http::{HeaderMap, HeaderValue, Version};

@@ -2,7 +2,8 @@
 //!
 //! libFuzzer hands each target a byte string; these decoders turn any byte string into an input
 //! (there is no invalid input), and the stable test `tests/fuzz_seeds.rs` decodes the checked-in
-//! seeds with the same code, so that it needs neither `arbitrary` nor a nightly toolchain. The
+//! seeds with the same code, so that it needs no nightly toolchain. The fuzz targets take the
+//! raw bytes (`fuzz_target!(|bytes: &[u8]| ...)`) and decode them here. The
 //! formats keep the stream bytes as they are (no length prefixes), so that seeds can be written
 //! with `printf` and libFuzzer's byte mutations map to small changes of the stream:
 //!
@@ -15,9 +16,6 @@
 //! - `headers`: one version byte, then `name:value` lines separated by LF (split at the first
 //!   colon; a line without one is a name with an empty value; invalid names or values are
 //!   skipped).
-
-// Each user of this module (the fuzz targets, the stable test) needs only some of it.
-#![allow(dead_code)]
 
 /// The byte that marks a frame boundary (scanner) or starts an opcode (body).
 pub const MARK: u8 = 0xFF;

@@ -3,11 +3,11 @@
 //! This is a client-side event-stream parser written straight from the WHATWG HTML
 //! standard, section "Server-sent events", subsections "Parsing an event stream" and
 //! "Interpreting an event stream". The tests use it as the oracle for invariant I1 of
-//! `SSE-RULES.md`: whatever a layer does to a stream, the events a browser would dispatch
+//! `docs/rules.md`: whatever a layer does to a stream, the events a browser would dispatch
 //! from the layer's output must equal the events it would dispatch from the upstream.
 //!
-//! It depends on nothing but `std`, so it can be included from `tests/support/mod.rs`
-//! (`pub mod sse_parser;`) and from unit tests in `src/` through `#[path]`.
+//! It depends on nothing but `std`. Unit tests in `src/` reach it as
+//! `crate::test_helpers::sse_parser`, integration tests as `support::sse_parser`.
 //!
 //! What it models, step by step:
 //!
@@ -231,6 +231,29 @@ impl Parser {
                 }
             }
         }
+    }
+
+    /// The number of events dispatched so far (what [`finish`](Self::finish) would return now).
+    pub fn dispatched(&self) -> usize {
+        self.out.events.len()
+    }
+
+    /// How many events feeding `chunk` next would dispatch, without feeding it. Copies the
+    /// current line and event, not the events dispatched so far: cheap enough to ask per frame.
+    pub fn dispatches_if_fed(&self, chunk: &[u8]) -> usize {
+        let mut probe = Self {
+            decoder: self.decoder.clone(),
+            at_stream_start: self.at_stream_start,
+            after_cr: self.after_cr,
+            line: self.line.clone(),
+            data: self.data.clone(),
+            event_type: self.event_type.clone(),
+            last_event_id_buffer: self.last_event_id_buffer.clone(),
+            last_event_id: self.last_event_id.clone(),
+            out: Parsed::default(),
+        };
+        probe.feed(chunk);
+        probe.out.events.len()
     }
 
     /// End of stream: an unterminated last line and an incomplete event (no closing blank

@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+// Not every test binary parses streams.
+#[allow(unused_imports)]
 pub use tower_sse_test_support::sse_parser;
 
 use std::convert::Infallible;
