@@ -156,8 +156,8 @@ fn wrap<B, M: Buffering<B>>(
         &config.metrics,
         settings.heartbeat,
     ) {
-        Ok(receiver) => Upstream::Queued { receiver },
-        Err(body) => Upstream::Direct { body },
+        Ok(receiver) => Upstream::queued(receiver),
+        Err(body) => Upstream::direct(body),
     };
     Response::from_parts(
         parts,

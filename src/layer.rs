@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use crate::backpressure::{Buffered, SlowClient, Unbuffered};
 use crate::config::{self, Config};
 use crate::error::{InvalidComment, check_comment};
+use crate::inject;
 use crate::metrics::SseMetrics;
 use crate::scanner::LineEnd;
 use crate::service::SseService;
@@ -163,8 +164,8 @@ impl<M> SseLayer<M> {
         let text = text.as_ref();
         check_comment(text)?;
         let config = self.config();
-        config.heartbeat_lf = config::comment_line(text, LineEnd::Lf);
-        config.heartbeat_cr = config::comment_line(text, LineEnd::Cr);
+        config.heartbeat_lf = inject::comment_line(text, LineEnd::Lf);
+        config.heartbeat_cr = inject::comment_line(text, LineEnd::Cr);
         Ok(self)
     }
 
@@ -201,7 +202,7 @@ impl<M> SseLayer<M> {
     pub fn try_initial_comment(mut self, text: impl AsRef<str>) -> Result<Self, InvalidComment> {
         let text = text.as_ref();
         check_comment(text)?;
-        self.config().initial_comment = Some(config::comment_line(text, LineEnd::Lf));
+        self.config().initial_comment = Some(inject::comment_line(text, LineEnd::Lf));
         Ok(self)
     }
 

@@ -143,6 +143,8 @@ mod future;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod headers;
+mod inject;
+mod jitter;
 mod layer;
 mod macros;
 mod metrics;
@@ -151,6 +153,7 @@ mod predicate;
 mod scanner;
 mod service;
 mod shutdown;
+mod timer;
 
 #[cfg(test)]
 mod test_helpers;

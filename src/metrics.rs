@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, Ordering::Relaxed};
 
 /// Why an SSE stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +141,40 @@ impl SseMetrics {
             Self::add(counter, 1);
         }
         self.counters.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Where a stream's close is recorded and counted, exactly once, by whoever reports it first.
+///
+/// The response body reports every close it sees. A stream with a slow-client buffer has a
+/// second reporter: its pump, which finds a client stalled while the body is not being polled at
+/// all (hyper polls a body only when it can write), so the stream's close would otherwise be
+/// counted only when the connection finally dies.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSlot(AtomicU8);
+
+impl CloseSlot {
+    /// Records `reason` and counts it in `metrics`, unless a close was recorded before. Returns
+    /// the reason that stands, and whether it is this one.
+    pub(crate) fn close(&self, metrics: &SseMetrics, reason: CloseReason) -> (CloseReason, bool) {
+        #[expect(clippy::cast_possible_truncation, reason = "seven reasons")]
+        let code = reason.index() as u8 + 1;
+        match self
+            .0
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                metrics.closed(reason);
+                (reason, true)
+            }
+            Err(earlier) => {
+                let earlier = CloseReason::ALL
+                    .get(usize::from(earlier).saturating_sub(1))
+                    .copied()
+                    .unwrap_or(reason);
+                (earlier, false)
+            }
+        }
     }
 }
 

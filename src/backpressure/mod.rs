@@ -71,8 +71,8 @@ use http_body::{Body, Frame};
 use tokio::time::Instant;
 
 use crate::BoxError;
-use crate::metrics::{CloseReason, SseMetrics};
-use queue::{End, Shared, Take};
+use crate::metrics::{CloseSlot, SseMetrics};
+use queue::{Shared, Take};
 
 /// Default byte limit of a stream's buffer.
 const DEFAULT_MAX_BUFFER: usize = 1024 * 1024;
@@ -291,17 +291,9 @@ impl Receiver {
         self.shared.lock().last_progress = Instant::now();
     }
 
-    /// Set once the pump counted the stream's close (slow client).
-    pub(crate) fn closed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+    /// Where the stream's close is counted: the pump reports a stalled client there.
+    pub(crate) fn close_slot(&self) -> Arc<CloseSlot> {
         Arc::clone(&self.shared.closed)
-    }
-
-    /// Why the buffered upstream ended.
-    pub(crate) fn end_reason(&self) -> CloseReason {
-        match self.shared.lock().end {
-            Some(End::SlowClient) => CloseReason::SlowClient,
-            _ => CloseReason::UpstreamEnded,
-        }
     }
 }
 
@@ -323,6 +315,7 @@ impl fmt::Debug for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CloseReason;
     use crate::body::SseBody;
     use crate::test_helpers::sse_parser::parse;
     use crate::{SseLayer, SseMetrics};

@@ -1,18 +1,19 @@
 //! The pump: a task that polls the inner body independently of the client and fills the queue.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::Body;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::SlowClientPolicy;
 use super::queue::{End, Shared};
 use crate::BoxError;
 use crate::scanner::Scanner;
+use crate::timer::Timer;
 
 /// Runs until the upstream ends, the client stalls, or the receiving body is dropped; then drops
 /// the upstream at once.
@@ -22,7 +23,7 @@ where
     B::Error: Into<BoxError>,
 {
     let mut body = pin!(body);
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut timer = pin!(Timer::new());
     let mut scanner = Scanner::new();
     let mut cuts: Vec<usize> = Vec::new();
     poll_fn(|cx| {
@@ -41,7 +42,7 @@ where
 
 fn poll_pump<B>(
     mut body: std::pin::Pin<&mut B>,
-    mut timer: std::pin::Pin<&mut Sleep>,
+    mut timer: std::pin::Pin<&mut Timer>,
     shared: &Shared,
     scanner: &mut Scanner,
     cuts: &mut Vec<usize>,
@@ -72,20 +73,20 @@ where
             state.clear(shared);
             state.end = Some(End::SlowClient);
             state.wake_consumer();
-            // Counted here, not when the body is dropped: a stalled connection may keep the
-            // body alive long after the stream is over for the producer. The flag is set
-            // under the lock, so the body's own count (after `receiver_gone`) sees it.
-            shared
-                .closed
-                .store(true, std::sync::atomic::Ordering::Release);
+            // Reported here, not when the body is dropped: a stalled connection may keep the
+            // body alive (and unpolled) long after the stream is over for the producer.
             drop(state);
-            shared.metrics.closed(crate::CloseReason::SlowClient);
-            tracing::debug!(
-                target: "tower_sse",
-                reason = crate::CloseReason::SlowClient.as_str(),
-                queued_bytes = queued,
-                "sse stream closed"
-            );
+            let (_, first) = shared
+                .closed
+                .close(&shared.metrics, crate::CloseReason::SlowClient);
+            if first {
+                tracing::debug!(
+                    target: "tower_sse",
+                    reason = crate::CloseReason::SlowClient.as_str(),
+                    queued_bytes = queued,
+                    "sse stream closed"
+                );
+            }
             return Poll::Ready(());
         }
         state.register_producer(cx);
@@ -116,15 +117,11 @@ where
         }
 
         // Waiting for the upstream, or for the client to make room: watch for a stall.
-        // The timer is re-armed lazily: progress only moves `last_progress`, and a timer that
-        // fires early is reset to what is left.
-        if let Some(at) = stall_at {
-            if timer.deadline() > at || timer.is_elapsed() {
-                timer.as_mut().reset(at);
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                continue;
-            }
+        // The timer is re-armed lazily: progress only moves `last_progress`.
+        if let Some(at) = stall_at
+            && timer.as_mut().poll_until(at, cx).is_ready()
+        {
+            continue;
         }
         return Poll::Pending;
     }

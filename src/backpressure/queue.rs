@@ -1,7 +1,6 @@
 //! The byte-bounded queue of whole events between the pump task and the response body.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -14,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{SlowClient, SlowClientPolicy};
 use crate::BoxError;
-use crate::metrics::SseMetrics;
+use crate::metrics::{CloseSlot, SseMetrics};
 
 /// One event in the queue (or the incomplete one at its tail), as the pieces of the frames that
 /// carried it: frames are split at event boundaries, never copied.
@@ -63,8 +62,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) slow: SlowClient,
     pub(crate) metrics: SseMetrics,
-    /// Set once the pump ended the stream for a slow client and counted it.
-    pub(crate) closed: Arc<AtomicBool>,
+    /// Where the stream's close is counted, by the pump (a stalled client) or the body.
+    pub(crate) closed: Arc<CloseSlot>,
 }
 
 impl Shared {
@@ -83,7 +82,7 @@ impl Shared {
             }),
             slow,
             metrics,
-            closed: Arc::new(AtomicBool::new(false)),
+            closed: Arc::default(),
         })
     }
 

@@ -1,0 +1,410 @@
+//! The event stream's state machine: opening lines, forwarding with the scanner, heartbeats,
+//! idle timeout, lifetime, drain, and the clean end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Instant;
+
+use super::tally::Tally;
+use super::upstream::Upstream;
+use crate::BoxError;
+use crate::config::{Config, DRAIN_RETRY_JITTER, Settings};
+use crate::metrics::{CloseReason, CloseSlot};
+use crate::scanner::{LineEnd, Scanner, bom_prefix};
+use crate::timer::Timer;
+use crate::{inject, jitter};
+
+/// `State::activity`: the inner body produced bytes.
+const UPSTREAM_ACTIVE: u8 = 1;
+/// `State::activity`: bytes of the inner body went to the client.
+const OUTPUT_ACTIVE: u8 = 2;
+
+pin_project! {
+    /// Everything an event stream needs besides the inner body, boxed once per stream so that
+    /// passthrough bodies stay small.
+    pub(super) struct Machine {
+        // The stream's one timer, re-armed lazily: activity only updates `State`'s instants.
+        #[pin]
+        timer: Timer,
+        // Boxed: most streams have no shutdown handle, and the waiter is large.
+        drain: Option<Pin<Box<OwnedNotified>>>,
+        state: State,
+    }
+}
+
+/// Where the stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not polled yet: the opening lines (initial comment, `retry:`) are still to be written.
+    Opening,
+    /// Forwarding the inner body.
+    Open,
+    /// The layer wants to end the stream: at the next event boundary, or at `deadline`.
+    Closing {
+        reason: CloseReason,
+        deadline: Instant,
+    },
+    /// Done; once `pending` is written, the body ends.
+    Ended,
+}
+
+pub(super) struct State {
+    config: Arc<Config>,
+    /// The settings of this stream when an `SseOverride` changed the layer's (boxed: rare).
+    overridden: Option<Box<Settings>>,
+    scanner: Scanner,
+    phase: Phase,
+    /// A frame to write before anything else (opening lines, a released BOM prefix, the final
+    /// `retry:` hint).
+    pending: Option<Bytes>,
+    /// The last time bytes went to the client (heartbeats are due `heartbeat` after it), or a
+    /// heartbeat was skipped.
+    last_output: Instant,
+    /// The last time the inner body produced bytes (for the idle timeout).
+    last_upstream: Instant,
+    /// Traffic not yet dated into `last_output` / `last_upstream` (`UPSTREAM_ACTIVE`,
+    /// `OUTPUT_ACTIVE`).
+    activity: u8,
+    /// When the stream reaches its (jittered) maximum lifetime.
+    lifetime_at: Option<Instant>,
+    /// When a drain wants this stream to end, and when the drain window closes.
+    drain_at: Option<(Instant, Instant)>,
+    tally: Tally,
+}
+
+impl Machine {
+    /// The stream ended and everything was written.
+    pub(super) const fn is_ended(&self) -> bool {
+        self.state.is_ended()
+    }
+
+    pub(super) fn new(
+        config: Arc<Config>,
+        settings: Settings,
+        shared_close: Option<Arc<CloseSlot>>,
+    ) -> Self {
+        let now = Instant::now();
+        let drain = config
+            .shutdown
+            .as_ref()
+            .map(|shutdown| Box::pin(shutdown.notified()));
+        let mut state = State {
+            overridden: (settings != config.settings).then(|| Box::new(settings)),
+            scanner: Scanner::new(),
+            phase: Phase::Opening,
+            pending: None,
+            last_output: now,
+            last_upstream: now,
+            activity: 0,
+            lifetime_at: settings
+                .max_lifetime
+                .map(|lifetime| now + jitter::shortened(lifetime, settings.lifetime_jitter)),
+            drain_at: None,
+            tally: Tally::new(config.metrics.clone(), now, shared_close),
+            config,
+        };
+        // The waiter above was created first: a drain that starts now is not missed. A stream
+        // opened during a drain ends at once.
+        if state
+            .config
+            .shutdown
+            .as_ref()
+            .is_some_and(crate::SseShutdown::is_draining)
+        {
+            state.drain_at = Some((now, now));
+        }
+        Self {
+            timer: Timer::new(),
+            drain: if state.drain_at.is_some() {
+                None
+            } else {
+                drain
+            },
+            state,
+        }
+    }
+
+    pub(super) fn poll_frame<B>(
+        self: Pin<&mut Self>,
+        mut body: Pin<&mut Option<Upstream<B>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut this = self.project();
+        let state = this.state;
+        loop {
+            if state.phase == Phase::Ended {
+                // Release the inner body, the timer and the drain waiter at once (I8).
+                if body.is_some() {
+                    body.set(None);
+                }
+                this.timer.as_mut().clear();
+                *this.drain = None;
+            }
+            if let Some(bytes) = state.pending.take() {
+                state.tally.sent(bytes.len());
+                if let Some(upstream) = body.as_ref().get_ref() {
+                    upstream.touch();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            match state.phase {
+                Phase::Ended => return Poll::Ready(None),
+                Phase::Opening => {
+                    state.open();
+                    continue;
+                }
+                Phase::Closing { reason, .. } if state.scanner.at_event_boundary() => {
+                    state.end(reason);
+                    continue;
+                }
+                Phase::Open | Phase::Closing { .. } => {}
+            }
+
+            if let Some(inner) = body.as_mut().as_pin_mut() {
+                match inner.poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => match state.upstream_data(data) {
+                            Some(bytes) => {
+                                state.tally.sent(bytes.len());
+                                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                            }
+                            None => continue,
+                        },
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    },
+                    Poll::Ready(Some(Err(error))) => {
+                        state.tally.finish(CloseReason::UpstreamError);
+                        state.phase = Phase::Ended;
+                        body.set(None);
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    Poll::Ready(None) => {
+                        body.set(None);
+                        state.upstream_ended();
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            if let Some(drain) = this.drain.as_mut()
+                && drain.as_mut().poll(cx).is_ready()
+            {
+                *this.drain = None;
+                let now = Instant::now();
+                let started = state.config.shutdown.as_ref().and_then(|s| s.started());
+                state.on_drain(started.unwrap_or(now), now);
+                continue;
+            }
+
+            state.tally.flush();
+            if state.activity != 0 {
+                state.date_activity(Instant::now());
+            }
+            let Some(deadline) = state.next_deadline() else {
+                return Poll::Pending;
+            };
+            if this.timer.as_mut().poll_until(deadline, cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer fired: act on what is due; the next turn re-arms it for what is left.
+            state.on_timer(Instant::now());
+        }
+    }
+}
+
+impl State {
+    fn settings(&self) -> &Settings {
+        self.overridden.as_deref().unwrap_or(&self.config.settings)
+    }
+
+    const fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended) && self.pending.is_none()
+    }
+
+    /// First poll: the opening lines, unless a drain already wants the stream gone.
+    fn open(&mut self) {
+        self.phase = Phase::Open;
+        // The stream starts for the client now: heartbeats are due an interval after this, not
+        // after the response was made (the first poll may come later).
+        let now = Instant::now();
+        self.last_output = now;
+        if let Some((at, _)) = self.drain_at
+            && at <= now
+        {
+            // Opened during a drain: a jittered `retry:` and a clean end, nothing else.
+            self.end(CloseReason::Shutdown);
+            return;
+        }
+        let retry = self
+            .settings()
+            .retry
+            .map(|retry| inject::retry_line(retry, self.settings().retry_jitter, LineEnd::Lf));
+        let opening = match (self.config.initial_comment.clone(), retry) {
+            (None, None) => return,
+            (Some(line), None) | (None, Some(line)) => line,
+            (Some(comment), Some(retry)) => {
+                let mut both = BytesMut::with_capacity(comment.len() + retry.len());
+                both.put(comment);
+                both.put(retry);
+                both.freeze()
+            }
+        };
+        self.scanner.injected();
+        self.pending = Some(opening);
+    }
+
+    /// A data frame from the inner body: scanned, and handed on (minus a removed BOM).
+    fn upstream_data(&mut self, mut data: Bytes) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        self.activity |= UPSTREAM_ACTIVE;
+        let feed = self.scanner.feed(&data);
+        self.tally.events(feed.events);
+        if feed.release > 0 {
+            // Rare: held bytes of what looked like a leading BOM turned out to be text.
+            let held = bom_prefix(feed.release);
+            let mut joined = BytesMut::with_capacity(held.len() + data.len());
+            joined.put_slice(held);
+            joined.put(data);
+            data = joined.freeze();
+        } else if feed.skip > 0 {
+            data.advance(feed.skip.min(data.len()));
+        }
+        if data.is_empty() {
+            return None;
+        }
+        self.activity |= OUTPUT_ACTIVE;
+        Some(data)
+    }
+
+    /// Dates the activity seen since the last time the stream waited. Frames are only flagged
+    /// as they pass (a clock read per frame would cost more than the rest of the frame's
+    /// handling); the flags are turned into instants when the stream next waits or its timer
+    /// fires. A stream that is polled dates its traffic to within one poll; one that is not
+    /// polled (the client's buffers are full) can send no heartbeat anyway.
+    fn date_activity(&mut self, now: Instant) {
+        if self.activity & UPSTREAM_ACTIVE != 0 {
+            self.last_upstream = now;
+        }
+        if self.activity & OUTPUT_ACTIVE != 0 {
+            self.last_output = now;
+        }
+        self.activity = 0;
+    }
+
+    fn upstream_ended(&mut self) {
+        let held = self.scanner.finish();
+        if held > 0 {
+            // Bytes of what looked like a leading BOM: the upstream's, never lost.
+            self.pending = Some(Bytes::from_static(bom_prefix(held)));
+        }
+        self.tally.finish(CloseReason::UpstreamEnded);
+        self.phase = Phase::Ended;
+    }
+
+    /// The layer ends the stream: a final `retry:` hint where a line may go, then the end.
+    fn end(&mut self, reason: CloseReason) {
+        if let (Some(retry), Some(line_end)) = (self.settings().retry, self.scanner.injection()) {
+            let jitter = if reason == CloseReason::Shutdown {
+                self.settings().retry_jitter.max(DRAIN_RETRY_JITTER)
+            } else {
+                self.settings().retry_jitter
+            };
+            self.pending = Some(inject::retry_line(retry, jitter, line_end));
+        }
+        self.tally.finish(reason);
+        self.phase = Phase::Ended;
+    }
+
+    /// A drain started at `started`: this stream picks its moment in the window.
+    fn on_drain(&mut self, started: Instant, now: Instant) {
+        let window = self.settings().drain_window;
+        let window_end = (started + window).max(now);
+        let at = (started + window.mul_f64(jitter::random_unit())).max(now);
+        self.drain_at = Some((at.min(window_end), window_end));
+    }
+
+    fn close(&mut self, reason: CloseReason, deadline: Instant) {
+        match self.phase {
+            Phase::Open => self.phase = Phase::Closing { reason, deadline },
+            Phase::Closing {
+                deadline: current, ..
+            } if deadline < current => self.phase = Phase::Closing { reason, deadline },
+            _ => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let s = self.settings();
+        let candidates = [
+            s.heartbeat.map(|interval| self.last_output + interval),
+            s.idle_timeout.map(|limit| self.last_upstream + limit),
+            self.lifetime_at,
+            self.drain_at.map(|(at, _)| at),
+            match self.phase {
+                Phase::Closing { deadline, .. } => Some(deadline),
+                _ => None,
+            },
+        ];
+        candidates.into_iter().flatten().min()
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.date_activity(now);
+        if let Some(limit) = self.settings().idle_timeout
+            && now >= self.last_upstream + limit
+        {
+            // The upstream is silent: waiting for a boundary is pointless.
+            self.end(CloseReason::IdleTimeout);
+            return;
+        }
+        if let Phase::Closing { reason, deadline } = self.phase
+            && now >= deadline
+        {
+            // No event boundary within the grace: cut (the client drops the partial event).
+            self.end(reason);
+            return;
+        }
+        if let Some(at) = self.lifetime_at
+            && now >= at
+        {
+            self.lifetime_at = None;
+            self.close(CloseReason::Lifetime, now + self.settings().close_grace);
+        }
+        if let Some((at, window_end)) = self.drain_at
+            && now >= at
+        {
+            self.drain_at = None;
+            self.close(CloseReason::Shutdown, window_end.max(now));
+        }
+        if let Some(interval) = self.settings().heartbeat
+            && now >= self.last_output + interval
+        {
+            self.last_output = now;
+            match self.scanner.injection() {
+                Some(line_end) => {
+                    self.scanner.injected();
+                    self.tally.heartbeat();
+                    self.pending = Some(self.config.heartbeat_line(line_end));
+                }
+                None => self.tally.heartbeat_skipped(),
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! [`SseBody`]: passthrough for every other response, the event-stream state machine for event
+//! streams.
+//!
+//! - `upstream`: where an event stream's frames come from (the inner body, or the slow-client
+//!   buffer);
+//! - `machine`: the per-stream state machine (opening lines, scanner, heartbeats, timeouts,
+//!   lifetime, drain, clean end), boxed once per stream;
+//! - `tally`: per-stream counts and the close, published to [`SseMetrics`](crate::SseMetrics).
+
+mod machine;
+mod tally;
+#[cfg(test)]
+mod tests;
+mod upstream;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+use crate::config::{Config, Settings};
+use machine::Machine;
+pub(crate) use upstream::Upstream;
+
+pin_project! {
+    /// The response body of an [`SseService`](crate::SseService).
+    ///
+    /// For a response that is not an event stream it forwards every frame of the inner body,
+    /// trailers included, with its `size_hint` and `is_end_stream`. For an event stream it
+    /// forwards the inner body's frames in the same poll they arrive, and adds the layer's own
+    /// lines (`retry:`, heartbeat comments) only where they cannot change what a client parses.
+    ///
+    /// Dropping it drops the inner body at once.
+    pub struct SseBody<B> {
+        #[pin]
+        inner: Inner<B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B> {
+        Passthrough { #[pin] body: B },
+        Sse {
+            // `None` once the inner body ended, failed or was dropped by the layer: it is never
+            // polled again (fused).
+            #[pin]
+            body: Option<Upstream<B>>,
+            machine: Pin<Box<Machine>>,
+        },
+    }
+}
+
+impl<B> SseBody<B> {
+    /// A body that forwards `body` untouched.
+    pub(crate) const fn passthrough(body: B) -> Self {
+        Self {
+            inner: Inner::Passthrough { body },
+        }
+    }
+
+    /// An event stream over `body` (`None`: a stream that ends at once, as during a drain).
+    pub(crate) fn sse(body: Option<Upstream<B>>, config: Arc<Config>, settings: Settings) -> Self {
+        let shared_close = body.as_ref().and_then(Upstream::close_slot);
+        Self {
+            inner: Inner::Sse {
+                body,
+                machine: Box::pin(Machine::new(config, settings, shared_close)),
+            },
+        }
+    }
+}
+
+impl<B> fmt::Debug for SseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.inner {
+            Inner::Passthrough { .. } => "passthrough",
+            Inner::Sse { .. } => "sse",
+        };
+        f.debug_struct("SseBody").field("mode", &mode).finish()
+    }
+}
+
+impl<B> Body for SseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().inner.project() {
+            InnerProj::Passthrough { body } => match ready!(body.poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame.map_data(into_bytes)))),
+                Some(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+                None => Poll::Ready(None),
+            },
+            InnerProj::Sse { body, machine } => machine.as_mut().poll_frame(body, cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Passthrough { body } => body.is_end_stream(),
+            Inner::Sse { machine, .. } => machine.is_ended(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Passthrough { body } => body.size_hint(),
+            // The layer may add bytes: no exact size is claimed.
+            Inner::Sse { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// Converts a frame's data into [`Bytes`]; free when it already is `Bytes`.
+fn into_bytes<D: Buf>(mut data: D) -> Bytes {
+    data.copy_to_bytes(data.remaining())
+}
