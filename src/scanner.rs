@@ -584,8 +584,13 @@ pub(crate) mod tests {
         proptest::collection::vec(
             (
                 prop_oneof![
-                    Just(&b"data: x"[..]), Just(&b"data"[..]), Just(&b"event: e"[..]),
-                    Just(&b"id: 7"[..]), Just(&b": c"[..]), Just(&b""[..]), Just(&b"retry: 5"[..]),
+                    Just(&b"data: x"[..]),
+                    Just(&b"data"[..]),
+                    Just(&b"event: e"[..]),
+                    Just(&b"id: 7"[..]),
+                    Just(&b": c"[..]),
+                    Just(&b""[..]),
+                    Just(&b"retry: 5"[..]),
                 ],
                 any::<bool>(),
             ),
