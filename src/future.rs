@@ -25,14 +25,14 @@ pin_project! {
     /// The response future of [`SseService`](crate::SseService).
     pub struct ResponseFuture<F, M = Unbuffered> {
         #[pin]
-        kind: Kind<F>,
+        inner: Inner<F>,
         mode: PhantomData<fn() -> M>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
+    #[project = InnerProj]
+    enum Inner<F> {
         Inner {
             #[pin]
             future: F,
@@ -51,7 +51,7 @@ pin_project! {
 impl<F, M> ResponseFuture<F, M> {
     pub(crate) const fn new(future: F, config: Arc<Config>, version: Version, head: bool) -> Self {
         Self {
-            kind: Kind::Inner {
+            inner: Inner::Inner {
                 future,
                 config,
                 version,
@@ -63,7 +63,7 @@ impl<F, M> ResponseFuture<F, M> {
 
     pub(crate) const fn drained(config: Arc<Config>, version: Version) -> Self {
         Self {
-            kind: Kind::Drained {
+            inner: Inner::Drained {
                 config: Some(config),
                 version,
             },
@@ -86,8 +86,8 @@ where
     type Output = Result<Response<SseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner {
+        match self.project().inner.project() {
+            InnerProj::Inner {
                 future,
                 config,
                 version,
@@ -96,7 +96,7 @@ where
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(wrap::<B, M>(response, config, *version, *head)))
             }
-            KindProj::Drained { config, version } => {
+            InnerProj::Drained { config, version } => {
                 let config = config.take().unwrap_or_default();
                 let mut response =
                     Response::new(SseBody::sse(None, Arc::clone(&config), config.settings));

@@ -487,7 +487,9 @@ impl<M> SseLayer<M> {
     /// inner body and the client, and ends streams whose client stops reading: see the
     /// [`backpressure` module](crate::backpressure) and [`SlowClient`].
     ///
-    /// Event-stream bodies must then be `Send + 'static`. Default: off (nothing is spawned).
+    /// Event-stream bodies must then be `Send + 'static`: the layer's type becomes
+    /// `SseLayer<Buffered>`. Default: off (nothing is spawned). On an `SseLayer<Buffered>`,
+    /// [`no_slow_client`](SseLayer::no_slow_client) turns it off again without changing the type.
     ///
     /// ```
     /// use std::time::Duration;
@@ -507,6 +509,38 @@ impl<M> SseLayer<M> {
             config: self.config,
             mode: PhantomData,
         }
+    }
+}
+
+impl SseLayer<Buffered> {
+    /// Turns the slow-client buffer off for this layer while keeping the type
+    /// `SseLayer<Buffered>`: event streams are polled directly, nothing is spawned.
+    ///
+    /// The type parameter says what a layer *may* do (spawn a pump, which needs `Send + 'static`
+    /// bodies); whether it does is this layer's configuration, stored once. So routes with and
+    /// without a buffer can share one service type, without boxing (a reverse proxy with
+    /// per-route settings does this).
+    ///
+    /// ```
+    /// use tower_sse::{Buffered, SlowClient, SseLayer};
+    ///
+    /// let buffered: SseLayer<Buffered> = SseLayer::new().slow_client(SlowClient::new());
+    /// let direct: SseLayer<Buffered> = buffered.clone().no_slow_client();
+    /// let routes = [buffered, direct];
+    /// assert!(routes[0].has_slow_client() && !routes[1].has_slow_client());
+    /// ```
+    pub fn no_slow_client(mut self) -> Self {
+        self.config().slow_client = None;
+        self
+    }
+}
+
+impl<M> SseLayer<M> {
+    /// Whether event streams go through a slow-client buffer (see
+    /// [`slow_client`](Self::slow_client)).
+    #[must_use]
+    pub fn has_slow_client(&self) -> bool {
+        self.config.slow_client.is_some()
     }
 }
 

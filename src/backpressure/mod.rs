@@ -195,14 +195,18 @@ impl SlowClient {
     }
 }
 
-/// The [`SseLayer`](crate::SseLayer) mode without a slow-client buffer (the default): the body
-/// polls the inner body directly and nothing is spawned.
+/// The [`SseLayer`](crate::SseLayer) mode that never buffers (the default): the body polls the
+/// inner body directly and nothing is spawned; bodies need not be `Send`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unbuffered(());
 
-/// The [`SseLayer`](crate::SseLayer) mode with a slow-client buffer, chosen by
-/// [`SseLayer::slow_client`](crate::SseLayer::slow_client). Event-stream bodies must be
-/// `Send + 'static`: a task polls them.
+/// The [`SseLayer`](crate::SseLayer) mode that may put a slow-client buffer in front of event
+/// streams, chosen by [`SseLayer::slow_client`](crate::SseLayer::slow_client). Event-stream
+/// bodies must be `Send + 'static`: a task polls them.
+///
+/// The mode says what a layer may do; whether it buffers is its configuration
+/// ([`SseLayer::no_slow_client`](crate::SseLayer::no_slow_client) turns it off and keeps the
+/// type), so routes with and without a buffer share one service type.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Buffered(());
 
@@ -364,6 +368,31 @@ mod tests {
             .no_heartbeat()
             .metrics(metrics.clone())
             .slow_client(slow)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_buffered_layer_without_a_slow_client_polls_the_body_directly() {
+        let metrics = SseMetrics::new();
+        let slow = SlowClient::new().timeout(Duration::from_secs(1));
+        let (mut tx, body) = stream(layer(slow, &metrics).no_slow_client()).await;
+        // Nothing reads ahead: with a pump, these would be queued (and the stall clock run).
+        for _ in 0..4 {
+            tx.send_data(Bytes::from_static(b"data: x\n\n"))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.queued_bytes, 0);
+        assert_eq!(snapshot.closed(CloseReason::SlowClient), 0);
+        assert_eq!(snapshot.open_streams, 1);
+        // The channel is full: the body itself is the reader.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), tx.send_data(Bytes::new()))
+                .await
+                .is_err()
+        );
+        drop(body);
     }
 
     #[tokio::test(start_paused = true)]
