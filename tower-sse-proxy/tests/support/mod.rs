@@ -10,7 +10,6 @@
     clippy::panic
 )]
 
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,262 @@
+//! The proxy's counters (per route) and the admin listener: `/metrics` in the Prometheus text
+//! format (prometheus-client), `/healthz`, and `/readyz`, which answers 503 from the moment a
+//! drain starts so that a load balancer stops sending new clients before streams are ended.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower_sse::{CloseReason, SseMetrics, SseShutdown};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The proxy's counters, shared by every route and connection (clones share them).
+#[derive(Clone)]
+pub(crate) struct Stats(Arc<Inner>);
+
+struct Inner {
+    requests: Family<Labels, Counter>,
+    upstream_errors: Family<Labels, Counter>,
+    streams: Arc<Mutex<BTreeMap<String, SseMetrics>>>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
+}
+
+impl Stats {
+    /// Creates the counters and their registry.
+    pub(crate) fn new() -> Self {
+        let requests = Family::<Labels, Counter>::default();
+        let upstream_errors = Family::<Labels, Counter>::default();
+        let streams = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut registry = Registry::default();
+        registry.register(
+            "tower_sse_proxy_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "tower_sse_proxy_upstream_errors",
+            "Requests the upstream did not answer, by route and kind",
+            upstream_errors.clone(),
+        );
+        registry.register_collector(Box::new(StreamCollector(Arc::clone(&streams))));
+        Self(Arc::new(Inner {
+            requests,
+            upstream_errors,
+            streams,
+            registry,
+        }))
+    }
+
+    /// The stream counters of route `name`: the same handle across reloads.
+    pub(crate) fn route_metrics(&self, name: &str) -> SseMetrics {
+        let mut streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Counts a request answered with `status`.
+    pub(crate) fn request(&self, route: &str, status: StatusCode) {
+        self.0
+            .requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("status", status.as_u16().to_string()),
+            ])
+            .inc();
+    }
+
+    /// Counts a failed upstream request.
+    pub(crate) fn upstream_error(&self, route: &str, kind: &'static str) {
+        self.0
+            .upstream_errors
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("kind", kind.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Event streams open now, over all routes.
+    pub(crate) fn open_streams(&self) -> u64 {
+        let streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams.values().map(|m| m.snapshot().open_streams).sum()
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.0.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Reads every route's [`SseMetrics`] at scrape time.
+#[derive(Debug)]
+struct StreamCollector(Arc<Mutex<BTreeMap<String, SseMetrics>>>);
+
+impl Collector for StreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<(String, tower_sse::MetricsSnapshot)> = {
+            let streams = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            streams
+                .iter()
+                .map(|(route, metrics)| (route.clone(), metrics.snapshot()))
+                .collect()
+        };
+        let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        type Pick = fn(&tower_sse::MetricsSnapshot) -> u64;
+        let gauges: [(&str, &str, Pick); 2] = [
+            ("tower_sse_streams_open", "Event streams open now", |s| {
+                s.open_streams
+            }),
+            (
+                "tower_sse_queued_bytes",
+                "Bytes waiting in slow-client buffers now",
+                |s| s.queued_bytes,
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (route, snapshot) in &snapshots {
+                let labels: Labels = vec![("route", route.clone())];
+                gauge(pick(snapshot)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counters: [(&str, &str, Pick); 6] = [
+            ("tower_sse_streams_opened", "Event streams opened", |s| {
+                s.opened
+            }),
+            ("tower_sse_bytes", "Body bytes sent on event streams", |s| {
+                s.bytes
+            }),
+            ("tower_sse_events", "Events sent to clients", |s| s.events),
+            ("tower_sse_heartbeats", "Heartbeat comments sent", |s| {
+                s.heartbeats
+            }),
+            (
+                "tower_sse_events_dropped",
+                "Events dropped by the drop-oldest policy",
+                |s| s.events_dropped,
+            ),
+            (
+                "tower_sse_events_coalesced",
+                "Events replaced under the latest-per-type policy",
+                |s| s.events_coalesced,
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, snapshot) in &snapshots {
+                let labels: Labels = vec![("route", route.clone())];
+                ConstCounter::new(pick(snapshot)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "tower_sse_streams_closed",
+            "Event streams ended, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, snapshot) in &snapshots {
+            for reason in CloseReason::ALL {
+                let labels: Labels = vec![
+                    ("route", route.clone()),
+                    ("reason", reason.as_str().to_owned()),
+                ];
+                ConstCounter::new(snapshot.closed(reason))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves the admin endpoints on `listener` until the process exits.
+pub(crate) fn serve(listener: TcpListener, stats: Stats, shutdown: SseShutdown) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let stats = stats.clone();
+            let shutdown = shutdown.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = answer(&request, &stats, &shutdown);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn answer(
+    request: &Request<Incoming>,
+    stats: &Stats,
+    shutdown: &SseShutdown,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(stats.encode()),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        "/readyz" if shutdown.is_draining() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            Bytes::from_static(b"draining\n"),
+        ),
+        "/readyz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"not found: /metrics, /healthz, /readyz\n"),
+        ),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The address the admin listener is bound to, for the stdout line.
+pub(crate) fn describe(addr: SocketAddr) -> String {
+    format!("admin on http://{addr}")
+}

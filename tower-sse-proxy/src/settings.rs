@@ -1,0 +1,581 @@
+//! The settings of one route's event streams (the layer's options, the slow-client buffer,
+//! `unreachable-sse`, the upstream response-head timeout), and their text forms: the `--NAME`
+//! flags and the `NAME:VALUE` items of `--route PREFIX=...`.
+
+use std::time::Duration;
+
+use tower_sse::{SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
+
+/// The `retry:` hint of `--unreachable-sse` answers when the route writes none (`no-retry`):
+/// the layer's own default.
+pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// How long an upstream may take to send its response head when the route does not say (like
+/// nginx's `proxy_read_timeout`).
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The settings of a stream: the global flags, what one `--route` names, or a section of the
+/// config file. A field not given is `Toggle::Default` or `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) retry: Toggle,
+    pub(crate) heartbeat: Toggle,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) slow_client_timeout: Option<Duration>,
+    pub(crate) max_buffer: Option<usize>,
+    pub(crate) slow_client_policy: Option<SlowClientPolicy>,
+    /// `--unreachable-sse`: a request for an event stream whose upstream cannot be reached (or
+    /// sends no response head in time) gets `200 text/event-stream` and a jittered `retry:`.
+    pub(crate) unreachable_sse: bool,
+    /// How long the upstream may take to send its response head (default 60 s).
+    pub(crate) response_timeout: Option<Duration>,
+    pub(crate) retry_jitter: Option<f64>,
+    pub(crate) lifetime_jitter: Option<f64>,
+    pub(crate) close_grace: Option<Duration>,
+    pub(crate) heartbeat_comment: Option<String>,
+    pub(crate) initial_comment: Option<String>,
+    /// `no-compression-bypass`: leave `Accept-Encoding` of event-stream requests alone.
+    pub(crate) no_compression_bypass: bool,
+}
+
+/// An option with a value, an opt-out flag, or neither (the layer's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Toggle {
+    #[default]
+    Default,
+    Set(Duration),
+    Off,
+}
+
+impl Settings {
+    /// These settings, with those not given taken from `global`.
+    pub(crate) fn inherit(&self, global: &Self) -> Self {
+        let toggle = |own: Toggle, global: Toggle| {
+            if own == Toggle::Default { global } else { own }
+        };
+        Self {
+            retry: toggle(self.retry, global.retry),
+            heartbeat: toggle(self.heartbeat, global.heartbeat),
+            idle_timeout: self.idle_timeout.or(global.idle_timeout),
+            max_lifetime: self.max_lifetime.or(global.max_lifetime),
+            slow_client_timeout: self.slow_client_timeout.or(global.slow_client_timeout),
+            max_buffer: self.max_buffer.or(global.max_buffer),
+            slow_client_policy: self.slow_client_policy.or(global.slow_client_policy),
+            unreachable_sse: self.unreachable_sse || global.unreachable_sse,
+            response_timeout: self.response_timeout.or(global.response_timeout),
+            retry_jitter: self.retry_jitter.or(global.retry_jitter),
+            lifetime_jitter: self.lifetime_jitter.or(global.lifetime_jitter),
+            close_grace: self.close_grace.or(global.close_grace),
+            heartbeat_comment: self
+                .heartbeat_comment
+                .clone()
+                .or_else(|| global.heartbeat_comment.clone()),
+            initial_comment: self
+                .initial_comment
+                .clone()
+                .or_else(|| global.initial_comment.clone()),
+            no_compression_bypass: self.no_compression_bypass || global.no_compression_bypass,
+        }
+    }
+
+    /// The `retry:` hint (before jitter) of the `--unreachable-sse` answer, `None` when that
+    /// option is off: the route's retry, or the layer's default 3 s when it writes none
+    /// (`no-retry`), since the hint is all that answer says.
+    pub(crate) fn unreachable_retry(&self) -> Option<Duration> {
+        self.unreachable_sse.then_some(match self.retry {
+            Toggle::Set(delay) => delay,
+            Toggle::Default | Toggle::Off => DEFAULT_RETRY,
+        })
+    }
+
+    /// The upstream response-head timeout (60 s unless set; zero turns it off).
+    pub(crate) fn response_timeout(&self) -> Option<Duration> {
+        let limit = self.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
+        (!limit.is_zero()).then_some(limit)
+    }
+
+    /// The slow-client buffer: on when any of its settings is given, with the layer's defaults
+    /// (1 MiB, 10 s, disconnect) for the others.
+    pub(crate) fn slow_client(&self) -> Option<SlowClient> {
+        if self.slow_client_timeout.is_none()
+            && self.max_buffer.is_none()
+            && self.slow_client_policy.is_none()
+        {
+            return None;
+        }
+        let mut slow = SlowClient::new();
+        if let Some(timeout) = self.slow_client_timeout {
+            slow = slow.timeout(timeout);
+        }
+        if let Some(bytes) = self.max_buffer {
+            slow = slow.max_buffer(bytes);
+        }
+        if let Some(policy) = self.slow_client_policy {
+            slow = slow.policy(policy);
+        }
+        Some(slow)
+    }
+
+    /// The route's layer (without the slow-client buffer, see [`Self::slow_client`]). Settings
+    /// not given keep the layer's defaults.
+    ///
+    /// # Errors
+    ///
+    /// A heartbeat or initial comment the layer refuses (a line break in it).
+    pub(crate) fn layer(
+        &self,
+        shutdown: &SseShutdown,
+        drain: Duration,
+        metrics: &SseMetrics,
+    ) -> Result<SseLayer, String> {
+        let mut layer = SseLayer::new()
+            .shutdown(shutdown.clone())
+            .drain_window(drain)
+            .metrics(metrics.clone());
+        match self.retry {
+            Toggle::Default => {}
+            Toggle::Set(delay) => layer = layer.retry(delay),
+            Toggle::Off => layer = layer.no_retry(),
+        }
+        match self.heartbeat {
+            Toggle::Default => {}
+            Toggle::Set(interval) => layer = layer.heartbeat(interval),
+            Toggle::Off => layer = layer.no_heartbeat(),
+        }
+        if let Some(limit) = self.idle_timeout {
+            layer = layer.idle_timeout(limit);
+        }
+        if let Some(lifetime) = self.max_lifetime {
+            layer = layer.max_lifetime(lifetime);
+        }
+        if let Some(fraction) = self.retry_jitter {
+            layer = layer.retry_jitter(fraction);
+        }
+        if let Some(fraction) = self.lifetime_jitter {
+            layer = layer.lifetime_jitter(fraction);
+        }
+        if let Some(grace) = self.close_grace {
+            layer = layer.close_grace(grace);
+        }
+        if let Some(text) = &self.heartbeat_comment {
+            layer = layer
+                .try_heartbeat_comment(text)
+                .map_err(|error| format!("heartbeat-comment: {error}"))?;
+        }
+        if let Some(text) = &self.initial_comment {
+            layer = layer
+                .try_initial_comment(text)
+                .map_err(|error| format!("initial-comment: {error}"))?;
+        }
+        if self.no_compression_bypass {
+            layer = layer.no_compression_bypass();
+        }
+        Ok(layer)
+    }
+}
+
+/// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
+/// config file.
+pub(crate) const SETTINGS: [&str; 17] = [
+    "retry",
+    "no-retry",
+    "heartbeat",
+    "no-heartbeat",
+    "idle-timeout",
+    "max-lifetime",
+    "slow-client-timeout",
+    "max-buffer",
+    "slow-client-policy",
+    "unreachable-sse",
+    "response-timeout",
+    "retry-jitter",
+    "lifetime-jitter",
+    "close-grace",
+    "heartbeat-comment",
+    "initial-comment",
+    "no-compression-bypass",
+];
+
+/// Whether setting `name` takes a value (the switches do not).
+fn takes_value(name: &str) -> bool {
+    !matches!(
+        name,
+        "no-retry" | "no-heartbeat" | "unreachable-sse" | "no-compression-bypass"
+    )
+}
+
+/// Parses a `--route` value, `PREFIX=NAME:VALUE,NAME,...`, into the prefix and the settings it
+/// names (not yet merged with the global ones). An empty list is allowed: it gives a path under
+/// another route the global settings back.
+///
+/// # Errors
+///
+/// A one-line message naming the prefix and the setting.
+pub(crate) fn parse_route(text: &str) -> Result<(String, Settings), String> {
+    let Some((prefix, list)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}`: expected PREFIX=NAME:VALUE,..., e.g. /llm/=heartbeat:5s,retry:1s"
+        ));
+    };
+    check_prefix(prefix).map_err(|error| format!("`{text}`: {error}"))?;
+    let mut settings = Settings::default();
+    if !list.is_empty() {
+        for item in list.split(',') {
+            let (name, value) = match item.split_once(':') {
+                Some((name, value)) => (name, Some(value)),
+                None => (item, None),
+            };
+            if name.contains('=') {
+                return Err(format!(
+                    "{prefix}: `{item}`: write settings as NAME:VALUE (retry:1s)"
+                ));
+            }
+            if !SETTINGS.contains(&name) {
+                return Err(format!(
+                    "{prefix}: unknown setting `{name}` (known: {})",
+                    SETTINGS.join(", ")
+                ));
+            }
+            apply(&mut settings, name, value).map_err(|error| format!("{prefix}: {error}"))?;
+        }
+    }
+    Ok((prefix.to_owned(), settings))
+}
+
+/// Checks a route's path prefix: a path starting with `/`, without query, fragment or spaces.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/')
+        || prefix.contains(['?', '#'])
+        || prefix.contains(char::is_whitespace)
+    {
+        return Err("the prefix must be a path starting with /".to_owned());
+    }
+    Ok(())
+}
+
+/// Sets the stream setting `name` (one of [`SETTINGS`]) from `value`.
+fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(), String> {
+    if !takes_value(name) {
+        if value.is_some() {
+            return Err(format!("{name} takes no value"));
+        }
+    } else if value.is_none() {
+        return Err(format!("{name} needs a value"));
+    }
+    let text = value.unwrap_or_default();
+    let duration = || parse_duration(text).map_err(|error| format!("{name}: {error}"));
+    let fraction = || parse_fraction(text).map_err(|error| format!("{name}: {error}"));
+    let toggle = |slot: &mut Toggle, base: &str, value: Toggle| {
+        if *slot != Toggle::Default {
+            return Err(format!("{base}/no-{base} given more than once"));
+        }
+        *slot = value;
+        Ok(())
+    };
+    match name {
+        "retry" => toggle(&mut settings.retry, "retry", Toggle::Set(duration()?)),
+        "no-retry" => toggle(&mut settings.retry, "retry", Toggle::Off),
+        "heartbeat" => toggle(
+            &mut settings.heartbeat,
+            "heartbeat",
+            Toggle::Set(duration()?),
+        ),
+        "no-heartbeat" => toggle(&mut settings.heartbeat, "heartbeat", Toggle::Off),
+        "idle-timeout" => once(&mut settings.idle_timeout, name, duration()?),
+        "max-lifetime" => once(&mut settings.max_lifetime, name, duration()?),
+        "slow-client-timeout" => once(&mut settings.slow_client_timeout, name, duration()?),
+        "max-buffer" => once(
+            &mut settings.max_buffer,
+            name,
+            parse_size(text).map_err(|error| format!("{name}: {error}"))?,
+        ),
+        "slow-client-policy" => once(
+            &mut settings.slow_client_policy,
+            name,
+            parse_policy(text).map_err(|error| format!("{name}: {error}"))?,
+        ),
+        "response-timeout" => once(&mut settings.response_timeout, name, duration()?),
+        "retry-jitter" => once(&mut settings.retry_jitter, name, fraction()?),
+        "lifetime-jitter" => once(&mut settings.lifetime_jitter, name, fraction()?),
+        "close-grace" => once(&mut settings.close_grace, name, duration()?),
+        "heartbeat-comment" => once(&mut settings.heartbeat_comment, name, text.to_owned()),
+        "initial-comment" => once(&mut settings.initial_comment, name, text.to_owned()),
+        "unreachable-sse" => switch(&mut settings.unreachable_sse, name),
+        "no-compression-bypass" => switch(&mut settings.no_compression_bypass, name),
+        _ => Err(format!("unknown setting `{name}`")),
+    }
+}
+
+/// Stores `value` in `slot`, unless the option was already given.
+fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{name} given more than once"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Turns a switch on, unless it already is.
+fn switch(slot: &mut bool, name: &str) -> Result<(), String> {
+    if *slot {
+        return Err(format!("{name} given more than once"));
+    }
+    *slot = true;
+    Ok(())
+}
+
+/// Parses a duration with `humantime`: `500ms`, `1.5s`, `2m`, `1h 30m`. A unit is required.
+///
+/// # Errors
+///
+/// A message quoting the text.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration like 500ms, 1.5s, 2m or 1h ({error})"))
+}
+
+/// Parses a size with `bytesize`: `4096`, `512KiB`, `1MiB`, `64kB` (SI units are powers of
+/// 1000, IEC units powers of 1024).
+///
+/// # Errors
+///
+/// A message quoting the text.
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text.trim().parse().map_err(|error: String| {
+        format!("`{text}` is not a size like 4096, 512KiB or 1MiB ({error})")
+    })?;
+    if text.trim() != text || text.is_empty() {
+        return Err(format!("`{text}` is not a size like 4096, 512KiB or 1MiB"));
+    }
+    usize::try_from(size.as_u64())
+        .ok()
+        .filter(|&bytes| bytes < usize::MAX)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses a jitter fraction, from 0 to 1.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|value| (0.0..=1.0).contains(value))
+        .ok_or_else(|| format!("`{text}` is not a fraction from 0 to 1"))
+}
+
+/// Parses a slow-client policy name.
+///
+/// # Errors
+///
+/// A message listing the names.
+pub(crate) fn parse_policy(text: &str) -> Result<SlowClientPolicy, String> {
+    match text {
+        "disconnect" => Ok(SlowClientPolicy::Disconnect),
+        "drop-oldest" => Ok(SlowClientPolicy::DropOldest),
+        "latest-per-type" => Ok(SlowClientPolicy::LatestPerType),
+        _ => Err(format!(
+            "`{text}` is not one of disconnect, drop-oldest, latest-per-type"
+        )),
+    }
+}
+
+/// The name of a slow-client policy (the inverse of [`parse_policy`]).
+pub(crate) fn policy_name(policy: SlowClientPolicy) -> &'static str {
+    match policy {
+        SlowClientPolicy::DropOldest => "drop-oldest",
+        SlowClientPolicy::LatestPerType => "latest-per-type",
+        _ => "disconnect",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn durations_accept_fractions_and_compound_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2.0s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn malformed_durations_are_errors_not_panics() {
+        for text in [
+            "", "s", "ms", "3", "3x", "-3s", "+3s", "3ms5", "é", "3é", "1.5.5s",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("1.5MiB"), Ok(1536 * 1024));
+        assert_eq!(parse_size("64kB"), Ok(64_000));
+    }
+
+    #[test]
+    fn malformed_sizes_are_errors_not_panics() {
+        for text in [
+            "", "B", "KiB", "1 lots", " 1KiB", "1KiB ", "-1", "é", "1é", "1XB",
+        ] {
+            assert!(parse_size(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn routes_read_every_setting_and_nothing_else() {
+        let (prefix, settings) = parse_route(
+            "/llm/=retry:1s,heartbeat:5s,idle-timeout:1m,max-lifetime:1h,\
+             slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
+             unreachable-sse,response-timeout:2s,retry-jitter:0.2,lifetime-jitter:0.1,\
+             close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass",
+        )
+        .unwrap();
+        assert_eq!(prefix, "/llm/");
+        assert_eq!(
+            settings,
+            Settings {
+                retry: Toggle::Set(Duration::from_secs(1)),
+                heartbeat: Toggle::Set(Duration::from_secs(5)),
+                idle_timeout: Some(Duration::from_secs(60)),
+                max_lifetime: Some(Duration::from_secs(3600)),
+                slow_client_timeout: Some(Duration::from_millis(300)),
+                max_buffer: Some(256 * 1024),
+                slow_client_policy: Some(SlowClientPolicy::LatestPerType),
+                unreachable_sse: true,
+                response_timeout: Some(Duration::from_secs(2)),
+                retry_jitter: Some(0.2),
+                lifetime_jitter: Some(0.1),
+                close_grace: Some(Duration::from_secs(1)),
+                heartbeat_comment: Some("ping".to_owned()),
+                initial_comment: Some("hello".to_owned()),
+                no_compression_bypass: true,
+            }
+        );
+        let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
+        assert_eq!(settings.retry, Toggle::Off);
+        assert_eq!(settings.heartbeat, Toggle::Off);
+        assert_eq!(
+            parse_route("/llm/plain/=").unwrap(),
+            ("/llm/plain/".to_owned(), Settings::default())
+        );
+        assert_eq!(parse_route("/=retry:2s").unwrap().0, "/");
+    }
+
+    #[test]
+    fn bad_routes_are_reported_in_one_line() {
+        let cases = [
+            ("/llm/", "expected PREFIX=NAME:VALUE"),
+            ("llm=retry:1s", "must be a path"),
+            ("=retry:1s", "must be a path"),
+            ("/a?b=retry:1s", "must be a path"),
+            ("/llm/=bogus:1", "/llm/: unknown setting `bogus`"),
+            ("/llm/=drain:1s", "unknown setting `drain`"),
+            ("/llm/=retry=1s", "write settings as NAME:VALUE"),
+            ("/llm/=retry", "retry needs a value"),
+            ("/llm/=retry:", "retry: `` is not a duration"),
+            ("/llm/=retry:1s,", "unknown setting ``"),
+            ("/llm/=no-retry:1s", "no-retry takes no value"),
+            (
+                "/llm/=retry:1s,no-retry",
+                "retry/no-retry given more than once",
+            ),
+            (
+                "/llm/=max-buffer:1KiB,max-buffer:2KiB",
+                "max-buffer given more than once",
+            ),
+            ("/llm/=max-buffer:lots", "max-buffer: `lots` is not a size"),
+            ("/llm/=slow-client-policy:oldest", "`oldest` is not one of"),
+            (
+                "/live/=unreachable-sse:on",
+                "unreachable-sse takes no value",
+            ),
+            (
+                "/live/=unreachable-sse,unreachable-sse",
+                "given more than once",
+            ),
+            ("/live/=retry-jitter:2", "not a fraction"),
+        ];
+        for (text, expected) in cases {
+            match parse_route(text) {
+                Err(message) => {
+                    assert!(message.contains(expected), "{text}: {message}");
+                    assert!(!message.contains('\n'), "{text}: {message}");
+                }
+                Ok(parsed) => panic!("{text}: accepted as {parsed:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn giving_any_slow_client_setting_turns_the_buffer_on_with_defaults_for_the_others() {
+        let slow = |text: &str| parse_route(text).unwrap().1.slow_client();
+        assert_eq!(slow("/="), None);
+        assert_eq!(slow("/=retry:1s,heartbeat:5s"), None);
+        assert_eq!(
+            slow("/=slow-client-timeout:3s"),
+            Some(SlowClient::new().timeout(Duration::from_secs(3)))
+        );
+        assert_eq!(slow("/=max-buffer:1MiB"), Some(SlowClient::new()));
+        assert_eq!(
+            slow("/=slow-client-policy:drop-oldest"),
+            Some(SlowClient::new().policy(SlowClientPolicy::DropOldest))
+        );
+    }
+
+    #[test]
+    fn unreachable_sse_takes_the_retry_of_its_route_or_the_default() {
+        let on = parse_route("/=unreachable-sse").unwrap().1;
+        assert_eq!(on.unreachable_retry(), Some(Duration::from_secs(3)));
+        let set = parse_route("/=unreachable-sse,retry:1500ms").unwrap().1;
+        assert_eq!(set.unreachable_retry(), Some(Duration::from_millis(1500)));
+        let off = parse_route("/=unreachable-sse,no-retry").unwrap().1;
+        assert_eq!(off.unreachable_retry(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_route("/=retry:2s").unwrap().1.unreachable_retry(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_response_timeout_defaults_to_60_s_and_zero_turns_it_off() {
+        let timeout = |text: &str| parse_route(text).unwrap().1.response_timeout();
+        assert_eq!(timeout("/="), Some(Duration::from_secs(60)));
+        assert_eq!(
+            timeout("/=response-timeout:2s"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(timeout("/=response-timeout:0s"), None);
+    }
+
+    #[test]
+    fn a_route_inherits_what_it_does_not_name() {
+        let global = parse_route("/=retry:2s,heartbeat:20s,max-buffer:2MiB")
+            .unwrap()
+            .1;
+        let route = parse_route("/llm/=heartbeat:5s")
+            .unwrap()
+            .1
+            .inherit(&global);
+        assert_eq!(route.retry, Toggle::Set(Duration::from_secs(2)));
+        assert_eq!(route.heartbeat, Toggle::Set(Duration::from_secs(5)));
+        assert_eq!(
+            route.slow_client(),
+            Some(SlowClient::new().max_buffer(2 << 20))
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! Upstreams: their URLs, the clients that reach them (http or https, HTTP/1.1 or HTTP/2), and
+//! the forwarding of one request, with its timeouts, error answers and protocol upgrades.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full, combinators::MapErr};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tower_sse::SseOverride;
+
+use crate::admin::Stats;
+
+/// How long connecting to the upstream may take before the request gets a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far `--unreachable-sse` answers move their `retry:` hint, either way: clients cut by the
+/// same outage come back spread over a whole retry interval, not in the same millisecond.
+const UNREACHABLE_RETRY_JITTER: f64 = 0.5;
+
+/// An upstream base URL, split once at startup.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without its trailing `/` (often empty).
+    base_path: String,
+    /// The `Host` header the upstream gets.
+    host: HeaderValue,
+    /// The URL as given, for the logs.
+    pub(crate) display: String,
+    /// HTTP/2 to this upstream: h2c prior knowledge, or ALPN h2 over TLS.
+    pub(crate) http2: bool,
+    /// More CA certificates to trust (PEM), for https.
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// Parses an upstream base URL.
+    ///
+    /// # Errors
+    ///
+    /// A one-line message quoting the URL.
+    pub(crate) fn parse(text: &str, http2: bool, ca_file: Option<PathBuf>) -> Result<Self, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|error| format!("invalid upstream URL `{text}`: {error}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => {
+                return Err(format!(
+                    "upstream `{text}` must start with http:// or https://"
+                ));
+            }
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(format!("upstream `{text}` has no host"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "upstream `{text}`: user info in the URL is not supported"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("upstream `{text}` must not have a query"));
+        }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|error| format!("upstream `{text}`: {error}"))?;
+        Ok(Self {
+            scheme,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            authority,
+            host,
+            display: text.to_owned(),
+            http2,
+            ca_file,
+        })
+    }
+
+    /// The upstream URL for a request: the base path followed by the request's path and query.
+    /// `None` for a target that is not a path (`*`, an authority).
+    pub(crate) fn uri_for(&self, request: &Uri) -> Option<Uri> {
+        let target = request.path_and_query().map_or("/", PathAndQuery::as_str);
+        if !target.starts_with('/') {
+            return None;
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{target}", self.base_path))
+            .build()
+            .ok()
+    }
+}
+
+/// The body sent upstream: the client's, with its read errors marked as the client's fault.
+pub(crate) type UpBody = MapErr<Incoming, fn(hyper::Error) -> ClientBodyError>;
+
+/// An error reading the client's request body (a malformed chunked body, a reset): answered
+/// with 400, not 502.
+#[derive(Debug)]
+pub(crate) struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot read the request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn client_body_error(error: hyper::Error) -> ClientBodyError {
+    ClientBodyError(error)
+}
+
+/// A client for http and https upstreams.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, UpBody>;
+
+/// Builds the client of an upstream: its TLS roots (the built-in ones and its CA file), and
+/// HTTP/2 or not.
+///
+/// # Errors
+///
+/// The CA file cannot be read or holds no certificate.
+pub(crate) fn client_for(upstream: &Upstream) -> Result<HttpClient, String> {
+    let tls = crate::tls::client_config(upstream.ca_file.as_deref(), upstream.http2)?;
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1();
+    let connector = if upstream.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new());
+    if upstream.http2 {
+        client.http2_only(true);
+    }
+    Ok(client.build(connector))
+}
+
+/// The upstream's body, or the proxy's own short answer (400, 502, 504, the empty event stream
+/// of `--unreachable-sse`).
+pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The client's address, put in the request's extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+/// Whether the client reached the proxy over TLS (for `X-Forwarded-Proto`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientTls(pub(crate) bool);
+
+/// What forwarding one request needs: the route's upstream and its client, its settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Forward {
+    pub(crate) client: HttpClient,
+    pub(crate) upstream: std::sync::Arc<Upstream>,
+    /// The route's `--unreachable-sse` retry hint, `None` when off.
+    pub(crate) unreachable: Option<Duration>,
+    /// The route's response-head timeout, `None` when off.
+    pub(crate) response_timeout: Option<Duration>,
+    pub(crate) route: std::sync::Arc<str>,
+    pub(crate) stats: Stats,
+}
+
+impl Forward {
+    /// Forwards `request` to the upstream and answers with its response or the proxy's own.
+    pub(crate) async fn call(self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let response = self.forward(request).await;
+        self.stats.request(&self.route, response.status());
+        response
+    }
+
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let version = request.version();
+        // Decided now: the request (and its `Accept`) goes to the client below.
+        let unreachable = self
+            .unreachable
+            .filter(|_| tower_sse::asks_for_event_stream(request.headers()));
+        let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        let tls = request
+            .extensions()
+            .get::<ClientTls>()
+            .is_some_and(|tls| tls.0);
+        let Some(uri) = self.upstream.uri_for(request.uri()) else {
+            return plain(StatusCode::BAD_REQUEST, "bad request target\n", version);
+        };
+        let upgrade = upgrade_protocol(&request);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+        let wants_trailers = request
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .any(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+
+        *request.uri_mut() = uri;
+        *request.version_mut() = if self.upstream.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let headers = request.headers_mut();
+        remove_hop_by_hop(headers);
+        headers.insert(header::HOST, self.upstream.host.clone());
+        if let Some(peer) = peer {
+            append_forwarded_for(headers, peer);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+        if let Some(protocol) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+        // gRPC over HTTP/2 needs `te: trailers`, the one TE value HTTP/2 allows.
+        if wants_trailers && self.upstream.http2 {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if self.upstream.http2 {
+            headers.remove(header::HOST);
+        }
+
+        let request = request.map(|body| body.map_err(client_body_error as fn(_) -> _));
+        let sent = self.client.request(request);
+        let result = match self.response_timeout {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(result) => result,
+                Err(_) => return self.timed_out(limit, unreachable, version),
+            },
+            None => sent.await,
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => return self.failed(&error, unreachable, version),
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade)
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let route = std::sync::Arc::clone(&self.route);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            Ok((up, down)) => tracing::debug!(
+                                %route, bytes_up = up, bytes_down = down, "upgraded connection closed"
+                            ),
+                            Err(error) => {
+                                tracing::debug!(%route, %error, "upgraded connection ended")
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%route, %error, "upgrade failed"),
+                }
+            });
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts.version = version;
+            return Response::from_parts(parts, Either::Left(body));
+        }
+
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        // Answer in the client's protocol version, not the upstream's.
+        parts.version = version;
+        Response::from_parts(parts, Either::Left(body))
+    }
+
+    fn timed_out(
+        &self,
+        limit: Duration,
+        unreachable: Option<Duration>,
+        version: Version,
+    ) -> Response<ProxyBody> {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.stats.upstream_error(&self.route, "response_timeout");
+        if let Some(retry) = unreachable {
+            tracing::warn!(
+                limit_ms,
+                retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                "upstream sent no response head in time: answered the event-stream request \
+                 with 200, a retry hint jittered by up to 50% and a clean end"
+            );
+            return unreachable_event_stream(retry, version);
+        }
+        tracing::warn!(limit_ms, "upstream sent no response head in time");
+        plain_owned(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "504 gateway timeout: the upstream sent no response within {}\n",
+                humantime::format_duration(limit)
+            ),
+            version,
+        )
+    }
+
+    fn failed(
+        &self,
+        error: &hyper_util::client::legacy::Error,
+        unreachable: Option<Duration>,
+        version: Version,
+    ) -> Response<ProxyBody> {
+        // The client's own body failed: its fault, 400.
+        if let Some(body_error) = find::<ClientBodyError>(error) {
+            self.stats.upstream_error(&self.route, "client_body");
+            tracing::info!(error = %body_error, "bad request body");
+            return plain_owned(
+                StatusCode::BAD_REQUEST,
+                format!("400 bad request: {body_error}\n"),
+                version,
+            );
+        }
+        // A non-200 status makes `EventSource` stop reconnecting for good, so with
+        // `--unreachable-sse` a request asking for `text/event-stream` whose upstream cannot be
+        // reached gets `200 text/event-stream`, a jittered `retry:` and a clean end instead
+        // (SSE-RULES.md, "HTTP-level rules"). Only after a connect error, when the upstream saw
+        // nothing of the request.
+        if error.is_connect() {
+            self.stats.upstream_error(&self.route, "connect");
+            if let Some(retry) = unreachable {
+                tracing::warn!(
+                    error = %DisplayChain(error),
+                    retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                    "upstream unreachable: answered the event-stream request with 200, a \
+                     retry hint jittered by up to 50% and a clean end"
+                );
+                return unreachable_event_stream(retry, version);
+            }
+            tracing::warn!(error = %DisplayChain(error), "upstream request failed");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "502 bad gateway: upstream unreachable\n",
+                version,
+            );
+        }
+        tracing::warn!(error = %DisplayChain(error), "upstream request failed");
+        let reason = match find::<hyper::Error>(error) {
+            Some(hyper) if hyper.is_parse() || hyper.is_parse_status() => {
+                self.stats.upstream_error(&self.route, "invalid_response");
+                format!("the upstream sent an invalid response head ({hyper})")
+            }
+            Some(hyper) if hyper.is_incomplete_message() => {
+                self.stats.upstream_error(&self.route, "closed");
+                "the upstream closed the connection before a complete response head".to_owned()
+            }
+            _ => {
+                self.stats.upstream_error(&self.route, "other");
+                format!("the upstream request failed ({})", DisplayChain(error))
+            }
+        };
+        plain_owned(
+            StatusCode::BAD_GATEWAY,
+            format!("502 bad gateway: {reason}\n"),
+            version,
+        )
+    }
+}
+
+/// The first error of type `E` in `error`'s chain.
+fn find<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` and `Upgrade`).
+fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    connection_upgrade
+        .then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The `--unreachable-sse` answer: `200 text/event-stream` with an empty body and an
+/// [`SseOverride`] for it. The route's layer writes the body's only line, `retry: N` with `N`
+/// the route's retry moved by up to ±50 %, adds `X-Accel-Buffering: no` and ends the body
+/// cleanly.
+pub(crate) fn unreachable_event_stream(retry: Duration, version: Version) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::default()));
+    *response.version_mut() = version;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    response.extensions_mut().insert(
+        SseOverride::new()
+            .retry(retry)
+            .retry_jitter(UNREACHABLE_RETRY_JITTER)
+            .no_heartbeat(),
+    );
+    response
+}
+
+/// A short plain-text answer of the proxy's own.
+pub(crate) fn plain(
+    status: StatusCode,
+    text: &'static str,
+    version: Version,
+) -> Response<ProxyBody> {
+    plain_bytes(status, Bytes::from_static(text.as_bytes()), version)
+}
+
+fn plain_owned(status: StatusCode, text: String, version: Version) -> Response<ProxyBody> {
+    plain_bytes(status, Bytes::from(text), version)
+}
+
+fn plain_bytes(status: StatusCode, text: Bytes, version: Version) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(text)));
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), besides those
+/// `Connection` lists.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers: those `Connection` lists, then the fixed set.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .collect();
+    for name in listed.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For` (one header, comma-separated).
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let mut value = Vec::new();
+    for previous in headers.get_all(&X_FORWARDED_FOR) {
+        let previous = previous.as_bytes().trim_ascii();
+        if !previous.is_empty() {
+            value.extend_from_slice(previous);
+            value.extend_from_slice(b", ");
+        }
+    }
+    value.extend_from_slice(ip.as_bytes());
+    let value = HeaderValue::from_bytes(&value)
+        .or_else(|_| HeaderValue::from_str(&ip))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
+/// Formats an error with its sources (`connect error: Connection refused (os error 111)`).
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn the_request_target_is_appended_to_the_base_url() {
+        let root = Upstream::parse("http://127.0.0.1:9000", false, None).unwrap();
+        let based = Upstream::parse("https://example.test/api/", false, None).unwrap();
+        let target: Uri = "/events?topic=a&b".parse().unwrap();
+        assert_eq!(
+            root.uri_for(&target).unwrap(),
+            "http://127.0.0.1:9000/events?topic=a&b"
+        );
+        assert_eq!(
+            based.uri_for(&target).unwrap(),
+            "https://example.test/api/events?topic=a&b"
+        );
+        let absolute: Uri = "http://elsewhere/x?y".parse().unwrap();
+        assert_eq!(
+            root.uri_for(&absolute).unwrap(),
+            "http://127.0.0.1:9000/x?y"
+        );
+        assert_eq!(root.host, "127.0.0.1:9000");
+        assert!(root.uri_for(&"*".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn bad_upstream_urls_are_errors() {
+        for (text, expected) in [
+            ("u:1", "must start with http:// or https://"),
+            ("ftp://u:1", "must start with"),
+            ("http://a@u:1", "user info"),
+            ("http://u:1/?x=1", "must not have a query"),
+            ("http:// bad", "invalid upstream URL"),
+        ] {
+            let error = Upstream::parse(text, false, None).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Secret ,close"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("last-event-id", "42"),
+            ("cache-control", "no-cache"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["cache-control", "last-event-id"]);
+    }
+
+    #[test]
+    fn the_client_address_is_appended_to_x_forwarded_for() {
+        let peer = SocketAddr::from(([10, 0, 0, 7], 5555));
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, peer);
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.7");
+
+        let mut headers = HeaderMap::new();
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.1"));
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2 "));
+        append_forwarded_for(&mut headers, peer);
+        assert_eq!(
+            headers.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["203.0.113.1, 198.51.100.2, 10.0.0.7"]
+        );
+    }
+}
