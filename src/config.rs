@@ -86,6 +86,53 @@ impl Config {
     }
 }
 
+/// One change to the per-stream settings: what the shared builder methods of
+/// [`SseLayer`](crate::SseLayer) and [`SseOverride`](crate::SseOverride) make (see
+/// `macros::stream_options`). Values are normalized when the change is made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Change {
+    Heartbeat(Option<Duration>),
+    Retry(Option<Duration>),
+    RetryJitter(f64),
+    IdleTimeout(Option<Duration>),
+    MaxLifetime(Option<Duration>),
+    LifetimeJitter(f64),
+    CloseGrace(Duration),
+    DrainWindow(Duration),
+}
+
+impl Change {
+    /// How many kinds of change there are.
+    pub(crate) const KINDS: usize = 8;
+
+    /// Which setting the change is to, in `0..KINDS`.
+    pub(crate) const fn kind(self) -> usize {
+        match self {
+            Self::Heartbeat(_) => 0,
+            Self::Retry(_) => 1,
+            Self::RetryJitter(_) => 2,
+            Self::IdleTimeout(_) => 3,
+            Self::MaxLifetime(_) => 4,
+            Self::LifetimeJitter(_) => 5,
+            Self::CloseGrace(_) => 6,
+            Self::DrainWindow(_) => 7,
+        }
+    }
+
+    pub(crate) const fn apply(self, settings: &mut Settings) {
+        match self {
+            Self::Heartbeat(interval) => settings.heartbeat = interval,
+            Self::Retry(delay) => settings.retry = delay,
+            Self::RetryJitter(fraction) => settings.retry_jitter = fraction,
+            Self::IdleTimeout(limit) => settings.idle_timeout = limit,
+            Self::MaxLifetime(lifetime) => settings.max_lifetime = lifetime,
+            Self::LifetimeJitter(fraction) => settings.lifetime_jitter = fraction,
+            Self::CloseGrace(grace) => settings.close_grace = grace,
+            Self::DrainWindow(window) => settings.drain_window = window,
+        }
+    }
+}
+
 /// `None` for a zero duration: a zero interval, limit or lifetime means "off".
 pub(crate) fn non_zero(duration: Duration) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)

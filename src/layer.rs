@@ -7,9 +7,10 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::backpressure::{Buffered, SlowClient, Unbuffered};
-use crate::config::{self, Config};
+use crate::config::{Change, Config, clamp_fraction, non_zero};
 use crate::error::{InvalidComment, check_comment};
 use crate::inject;
+use crate::macros::stream_options;
 use crate::metrics::SseMetrics;
 use crate::scanner::LineEnd;
 use crate::service::SseService;
@@ -34,6 +35,96 @@ use crate::shutdown::SseShutdown;
 /// | [`shutdown`](Self::shutdown) | none (drain window 10 s) |
 /// | [`compression bypass`](Self::no_compression_bypass) | on |
 /// | [`slow_client`](Self::slow_client) | off (1 MiB, 10 s, `Disconnect` when on) |
+///
+/// # Examples
+///
+/// Heartbeats on an upstream that never sends anything:
+///
+/// ```
+/// use std::{convert::Infallible, time::Duration};
+/// use bytes::Bytes;
+/// use http::{header, Request, Response};
+/// use http_body::Frame;
+/// use http_body_util::{BodyExt, Full, StreamBody};
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::SseLayer;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let service = ServiceBuilder::new()
+///     .layer(SseLayer::new().heartbeat(Duration::from_secs(5)).no_retry())
+///     .service_fn(|_: Request<Full<Bytes>>| async {
+///         // An upstream that never sends anything.
+///         let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
+///         let mut response = Response::new(silent);
+///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+///         Ok::<_, Infallible>(response)
+///     });
+///
+/// let mut body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+/// let started = tokio::time::Instant::now();
+/// let frame = body.frame().await.unwrap().unwrap();
+/// assert_eq!(frame.into_data().unwrap(), ":\n");
+/// assert_eq!(started.elapsed(), Duration::from_secs(5));
+/// # }
+/// ```
+///
+/// The `retry:` hint goes first; a leading byte-order mark of the upstream's is then removed (it
+/// would no longer be the stream's first bytes):
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http::{header, Request, Response};
+/// use http_body_util::{BodyExt, Full};
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::SseLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let service = ServiceBuilder::new()
+///     .layer(SseLayer::new().retry(Duration::from_millis(1500)))
+///     .service_fn(|_: Request<Full<Bytes>>| async {
+///         // The upstream starts with a byte-order mark.
+///         let mut response = Response::new(Full::<Bytes>::from("\u{feff}data: 1\n\n"));
+///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+///         Ok::<_, std::convert::Infallible>(response)
+///     });
+/// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+/// assert_eq!(body.collect().await.unwrap().to_bytes(), "retry: 1500\ndata: 1\n\n");
+/// # }
+/// ```
+///
+/// An idle timeout ends a silent stream cleanly, with a last hint; heartbeats do not count as
+/// upstream activity:
+///
+/// ```
+/// use std::{convert::Infallible, time::Duration};
+/// use bytes::Bytes;
+/// use http::{header, Request, Response};
+/// use http_body::Frame;
+/// use http_body_util::{BodyExt, Full, StreamBody};
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::SseLayer;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let layer = SseLayer::new()
+///     .idle_timeout(Duration::from_secs(60))
+///     .heartbeat(Duration::from_secs(15))
+///     .retry(Duration::from_secs(1));
+/// let service = ServiceBuilder::new().layer(layer).service_fn(|_: Request<Full<Bytes>>| async {
+///     let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
+///     let mut response = Response::new(silent);
+///     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+///     Ok::<_, Infallible>(response)
+/// });
+/// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
+/// let bytes = body.collect().await.unwrap().to_bytes();
+/// // Three heartbeats (15, 30, 45 s), then the end at 60 s with a last hint.
+/// assert_eq!(bytes, "retry: 1000\n:\n:\n:\nretry: 1000\n");
+/// # }
+/// ```
 ///
 /// See the [module docs](crate) for an example.
 #[derive(Debug, Clone)]
@@ -89,61 +180,12 @@ impl<M> SseLayer<M> {
         Arc::make_mut(&mut self.config)
     }
 
-    /// Sends a heartbeat comment after `interval` without any byte going to the client.
-    ///
-    /// Any byte sent postpones the next heartbeat, so a busy stream carries none. A heartbeat is
-    /// one comment line, written only at a line start; while the upstream is mid-line it is
-    /// skipped (and counted). Heartbeats keep proxies and load balancers from cutting a quiet
-    /// stream: nginx and AWS ALB cut after 60 s, Cloudflare after 100 s.
-    ///
-    /// Default: 15 s. A zero `interval` disables heartbeats, like
-    /// [`no_heartbeat`](Self::no_heartbeat).
-    ///
-    /// ```
-    /// use std::{convert::Infallible, time::Duration};
-    /// use bytes::Bytes;
-    /// use http::{header, Request, Response};
-    /// use http_body::Frame;
-    /// use http_body_util::{BodyExt, Full, StreamBody};
-    /// use tower::{ServiceBuilder, ServiceExt};
-    /// use tower_sse::SseLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let service = ServiceBuilder::new()
-    ///     .layer(SseLayer::new().heartbeat(Duration::from_secs(5)).no_retry())
-    ///     .service_fn(|_: Request<Full<Bytes>>| async {
-    ///         // An upstream that never sends anything.
-    ///         let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
-    ///         let mut response = Response::new(silent);
-    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
-    ///         Ok::<_, Infallible>(response)
-    ///     });
-    ///
-    /// let mut body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
-    /// let started = tokio::time::Instant::now();
-    /// let frame = body.frame().await.unwrap().unwrap();
-    /// assert_eq!(frame.into_data().unwrap(), ":\n");
-    /// assert_eq!(started.elapsed(), Duration::from_secs(5));
-    /// # }
-    /// ```
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.config().settings.heartbeat = config::non_zero(interval);
+    fn change(mut self, change: Change) -> Self {
+        change.apply(&mut self.config().settings);
         self
     }
 
-    /// Sends no heartbeats.
-    ///
-    /// ```
-    /// use tower_sse::SseLayer;
-    ///
-    /// let layer = SseLayer::new().no_heartbeat();
-    /// # drop(layer);
-    /// ```
-    pub fn no_heartbeat(mut self) -> Self {
-        self.config().settings.heartbeat = None;
-        self
-    }
+    stream_options!("SseLayer");
 
     /// Sets the text of heartbeat comments: each heartbeat is `:` + `text` + a line ending.
     ///
@@ -206,171 +248,6 @@ impl<M> SseLayer<M> {
         Ok(self)
     }
 
-    /// Writes `retry: <delay in ms>` at the start of every stream (after a leading BOM of the
-    /// upstream's, which the layer then removes), and when the layer ends a stream itself.
-    ///
-    /// Clients wait this long before reconnecting. The value is written in whole milliseconds,
-    /// ASCII digits only.
-    ///
-    /// Default: 3 s.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use bytes::Bytes;
-    /// use http::{header, Request, Response};
-    /// use http_body_util::{BodyExt, Full};
-    /// use tower::{ServiceBuilder, ServiceExt};
-    /// use tower_sse::SseLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let service = ServiceBuilder::new()
-    ///     .layer(SseLayer::new().retry(Duration::from_millis(1500)))
-    ///     .service_fn(|_: Request<Full<Bytes>>| async {
-    ///         // The upstream starts with a byte-order mark.
-    ///         let mut response = Response::new(Full::<Bytes>::from("\u{feff}data: 1\n\n"));
-    ///         response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
-    ///         Ok::<_, std::convert::Infallible>(response)
-    ///     });
-    /// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
-    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "retry: 1500\ndata: 1\n\n");
-    /// # }
-    /// ```
-    pub fn retry(mut self, delay: Duration) -> Self {
-        self.config().settings.retry = Some(delay);
-        self
-    }
-
-    /// Writes no `retry:` hint.
-    ///
-    /// ```
-    /// use tower_sse::SseLayer;
-    ///
-    /// let layer = SseLayer::new().no_retry();
-    /// # drop(layer);
-    /// ```
-    pub fn no_retry(mut self) -> Self {
-        self.config().settings.retry = None;
-        self
-    }
-
-    /// Moves each stream's `retry:` hint by a random amount within ±`fraction` of it, so that a
-    /// fleet of clients cut by the same outage does not reconnect in the same millisecond.
-    ///
-    /// Default: 0 (no jitter). `fraction` is clamped to `0.0..=1.0`. The hint written when a
-    /// [drain](Self::shutdown) ends a stream is always jittered by at least 20 %.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sse::SseLayer;
-    ///
-    /// // Hints between 2,400 and 3,600 ms.
-    /// let layer = SseLayer::new().retry(Duration::from_secs(3)).retry_jitter(0.2);
-    /// # drop(layer);
-    /// ```
-    pub fn retry_jitter(mut self, fraction: f64) -> Self {
-        self.config().settings.retry_jitter = config::clamp_fraction(fraction);
-        self
-    }
-
-    /// Ends a stream cleanly when the inner body sends no byte for `limit`.
-    ///
-    /// The client reconnects (with `Last-Event-ID`) and reaches a live upstream. Heartbeats do
-    /// not count as upstream activity. The end is clean: the body ends (`None`), never with an
-    /// error, after a `retry:` hint when retry hints are on.
-    ///
-    /// Default: off. A zero `limit` turns it off.
-    ///
-    /// ```
-    /// use std::{convert::Infallible, time::Duration};
-    /// use bytes::Bytes;
-    /// use http::{header, Request, Response};
-    /// use http_body::Frame;
-    /// use http_body_util::{BodyExt, Full, StreamBody};
-    /// use tower::{ServiceBuilder, ServiceExt};
-    /// use tower_sse::SseLayer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let layer = SseLayer::new()
-    ///     .idle_timeout(Duration::from_secs(60))
-    ///     .heartbeat(Duration::from_secs(15))
-    ///     .retry(Duration::from_secs(1));
-    /// let service = ServiceBuilder::new().layer(layer).service_fn(|_: Request<Full<Bytes>>| async {
-    ///     let silent = StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>());
-    ///     let mut response = Response::new(silent);
-    ///     response.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
-    ///     Ok::<_, Infallible>(response)
-    /// });
-    /// let body = service.oneshot(Request::new(Full::default())).await.unwrap().into_body();
-    /// let bytes = body.collect().await.unwrap().to_bytes();
-    /// // Three heartbeats (15, 30, 45 s), then the end at 60 s with a last hint.
-    /// assert_eq!(bytes, "retry: 1000\n:\n:\n:\nretry: 1000\n");
-    /// # }
-    /// ```
-    pub fn idle_timeout(mut self, limit: Duration) -> Self {
-        self.config().settings.idle_timeout = config::non_zero(limit);
-        self
-    }
-
-    /// Ends each stream after about `lifetime`, at its next event boundary, so that long-lived
-    /// connections rebalance across instances.
-    ///
-    /// Each stream's lifetime is shortened by a random amount of at most
-    /// [`lifetime_jitter`](Self::lifetime_jitter) (80–100 % of `lifetime` by default); after it,
-    /// the stream ends at its next event boundary, or after [`close_grace`](Self::close_grace).
-    ///
-    /// Default: off. A zero `lifetime` turns it off.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sse::SseLayer;
-    ///
-    /// let layer = SseLayer::new().max_lifetime(Duration::from_secs(30 * 60));
-    /// # drop(layer);
-    /// ```
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.config().settings.max_lifetime = config::non_zero(lifetime);
-        self
-    }
-
-    /// How much of the [maximum lifetime](Self::max_lifetime) may be cut, at random, per stream.
-    ///
-    /// Default: 0.2 (lifetimes between 80 % and 100 % of the value). Clamped to `0.0..=1.0`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sse::SseLayer;
-    ///
-    /// // Every stream lives exactly 10 minutes (plus the wait for an event boundary).
-    /// let layer = SseLayer::new().max_lifetime(Duration::from_secs(600)).lifetime_jitter(0.0);
-    /// # drop(layer);
-    /// ```
-    pub fn lifetime_jitter(mut self, fraction: f64) -> Self {
-        self.config().settings.lifetime_jitter = config::clamp_fraction(fraction);
-        self
-    }
-
-    /// How long a stream the layer wants to end (lifetime reached) waits for an event boundary
-    /// before it is cut mid-event. Cutting is still correct: the client discards the partial
-    /// event and its id, and gets it again after reconnecting.
-    ///
-    /// Default: 5 s. Zero cuts at once unless the stream is at a boundary.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sse::SseLayer;
-    ///
-    /// let layer = SseLayer::new()
-    ///     .max_lifetime(Duration::from_secs(600))
-    ///     .close_grace(Duration::from_secs(1));
-    /// # drop(layer);
-    /// ```
-    pub fn close_grace(mut self, grace: Duration) -> Self {
-        self.config().settings.close_grace = grace;
-        self
-    }
-
     /// Ends every live stream when `shutdown` is [drained](SseShutdown::drain), spread over the
     /// [drain window](Self::drain_window).
     ///
@@ -409,26 +286,6 @@ impl<M> SseLayer<M> {
     /// ```
     pub fn shutdown(mut self, shutdown: SseShutdown) -> Self {
         self.config().shutdown = Some(shutdown);
-        self
-    }
-
-    /// The window over which a [drain](Self::shutdown) spreads the ends of streams: each stream
-    /// picks a random moment in it, ends at its first event boundary after that moment, and at
-    /// the latest when the window closes.
-    ///
-    /// Default: 10 s. Zero ends every stream at once.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_sse::{SseLayer, SseShutdown};
-    ///
-    /// let layer = SseLayer::new()
-    ///     .shutdown(SseShutdown::new())
-    ///     .drain_window(Duration::from_secs(20));
-    /// # drop(layer);
-    /// ```
-    pub fn drain_window(mut self, window: Duration) -> Self {
-        self.config().settings.drain_window = window;
         self
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Settings, clamp_fraction, non_zero};
+use crate::config::{Change, Settings, clamp_fraction, non_zero};
+use crate::macros::stream_options;
 
 /// Changes the [`SseLayer`](crate::SseLayer) configuration for one response.
 ///
@@ -38,15 +39,15 @@ use crate::config::{Settings, clamp_fraction, non_zero};
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
+#[must_use]
 pub struct SseOverride {
     skip: bool,
-    heartbeat: Option<Option<Duration>>,
-    retry: Option<Option<Duration>>,
-    retry_jitter: Option<f64>,
-    idle_timeout: Option<Option<Duration>>,
-    max_lifetime: Option<Option<Duration>>,
+    /// At most one change per setting, the last one made (indexed by `Change::kind`).
+    changes: [Option<Change>; Change::KINDS],
 }
 
+/// The per-stream options; "Default" is the layer's default, which an override keeps for every
+/// option it does not set.
 impl SseOverride {
     /// Creates a new [`SseOverride`] that changes nothing.
     pub fn new() -> Self {
@@ -62,74 +63,22 @@ impl SseOverride {
         }
     }
 
-    /// Sends heartbeats after `interval` of silence on this response (zero disables them).
-    #[must_use]
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = Some(non_zero(interval));
+    fn change(mut self, change: Change) -> Self {
+        if let Some(slot) = self.changes.get_mut(change.kind()) {
+            *slot = Some(change);
+        }
         self
     }
 
-    /// Sends no heartbeat on this response.
-    #[must_use]
-    pub fn no_heartbeat(mut self) -> Self {
-        self.heartbeat = Some(None);
-        self
-    }
-
-    /// Writes `retry: <delay in ms>` at the start of this response.
-    #[must_use]
-    pub fn retry(mut self, delay: Duration) -> Self {
-        self.retry = Some(Some(delay));
-        self
-    }
-
-    /// Writes no `retry:` hint on this response.
-    #[must_use]
-    pub fn no_retry(mut self) -> Self {
-        self.retry = Some(None);
-        self
-    }
-
-    /// Jitters this response's `retry:` hint by up to ±`fraction` (clamped to `0.0..=1.0`).
-    #[must_use]
-    pub fn retry_jitter(mut self, fraction: f64) -> Self {
-        self.retry_jitter = Some(clamp_fraction(fraction));
-        self
-    }
-
-    /// Ends this response after `limit` without bytes from the inner body (zero disables it).
-    #[must_use]
-    pub fn idle_timeout(mut self, limit: Duration) -> Self {
-        self.idle_timeout = Some(non_zero(limit));
-        self
-    }
-
-    /// Ends this response after about `lifetime` (zero disables it).
-    #[must_use]
-    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = Some(non_zero(lifetime));
-        self
-    }
+    stream_options!("SseOverride");
 
     pub(crate) const fn is_skip(&self) -> bool {
         self.skip
     }
 
     pub(crate) fn apply(&self, settings: &mut Settings) {
-        if let Some(heartbeat) = self.heartbeat {
-            settings.heartbeat = heartbeat;
-        }
-        if let Some(retry) = self.retry {
-            settings.retry = retry;
-        }
-        if let Some(jitter) = self.retry_jitter {
-            settings.retry_jitter = jitter;
-        }
-        if let Some(idle) = self.idle_timeout {
-            settings.idle_timeout = idle;
-        }
-        if let Some(lifetime) = self.max_lifetime {
-            settings.max_lifetime = lifetime;
+        for change in self.changes.iter().flatten() {
+            change.apply(settings);
         }
     }
 }
@@ -156,11 +105,19 @@ mod tests {
             .retry_jitter(3.0)
             .idle_timeout(Duration::from_secs(9))
             .max_lifetime(Duration::ZERO)
+            .lifetime_jitter(0.5)
+            .close_grace(Duration::from_secs(2))
+            .drain_window(Duration::from_secs(30))
+            .retry(Duration::from_millis(300))
             .apply(&mut settings);
         assert_eq!(settings.heartbeat, None);
-        assert_eq!(settings.retry, Some(Duration::from_millis(250)));
+        // The last change to a setting wins.
+        assert_eq!(settings.retry, Some(Duration::from_millis(300)));
         assert_eq!(settings.retry_jitter, 1.0);
         assert_eq!(settings.idle_timeout, Some(Duration::from_secs(9)));
         assert_eq!(settings.max_lifetime, None);
+        assert_eq!(settings.lifetime_jitter, 0.5);
+        assert_eq!(settings.close_grace, Duration::from_secs(2));
+        assert_eq!(settings.drain_window, Duration::from_secs(30));
     }
 }
