@@ -188,3 +188,120 @@ pub fn sse_channel() -> (
         .unwrap();
     (tx, response)
 }
+
+/// A running `tower-sse-proxy` process started with any arguments; killed on drop.
+pub struct Running {
+    pub child: tokio::process::Child,
+    /// The first stdout line (`listening on ...`) and any others printed at startup.
+    pub stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Running {
+    /// Starts the binary with `args` (stderr collected in the background).
+    pub fn start(args: &[String]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tower-sse-proxy"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the proxy");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = std::sync::Arc::clone(&stderr);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, within 5 s.
+    pub async fn line(&mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(5), self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("no stdout line ({other:?}); stderr:\n{}", self.log()),
+        }
+    }
+
+    /// The address in a `... on http(s)://ADDR...` line.
+    pub async fn addr(&mut self) -> SocketAddr {
+        let line = self.line().await;
+        line.split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The log once it contains `needle`, or after `timeout`.
+    pub async fn log_within(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends `signal` (`-TERM`, `-HUP`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the proxy already exited");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A temporary file holding `text`, removed on drop.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, text: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tower-sse-proxy-{}-{}-{name}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
