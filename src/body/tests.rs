@@ -95,17 +95,95 @@ mod stream {
     async fn retry_hint_comes_first_and_frames_pass_unchanged() {
         let config = config(|c| c.settings.retry = Some(Duration::from_millis(2500)));
         let (body, _) = sse(
-            vec![Step::Data(b"data: a\n\n"), Step::Data(b"data: b\n\n")],
+            vec![
+                Step::Data(b"data: a\n\n"),
+                Step::Wait(Duration::from_millis(5)),
+                Step::Data(b"data: b\n\n"),
+            ],
             &config,
         );
         assert_eq!(body.size_hint().exact(), None);
         let frames = frames(body).await;
-        let bytes: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_ref()).collect();
+        let timeline: Vec<(Duration, &[u8])> =
+            frames.iter().map(|(t, b)| (*t, b.as_ref())).collect();
+        // The first frame is not held for the second, which is not ready yet.
         assert_eq!(
-            bytes,
-            [&b"retry: 2500\n"[..], b"data: a\n\n", b"data: b\n\n"]
+            timeline,
+            [
+                (Duration::ZERO, &b"retry: 2500\n"[..]),
+                (Duration::ZERO, b"data: a\n\n"),
+                (Duration::from_millis(5), b"data: b\n\n"),
+            ]
         );
         assert_eq!(config.metrics.snapshot().events, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_ready_in_the_same_poll_are_handed_on_as_one() {
+        let config = config(|_| {});
+        let mut steps = vec![Step::Data(b"data: a\n"), Step::Data(b"\n")];
+        steps.extend((0..10).map(|_| Step::Data(b"data: b\n\n")));
+        steps.push(Step::Wait(Duration::from_millis(1)));
+        steps.push(Step::Data(b"data: c\n\n"));
+        let (body, _) = sse(steps, &config);
+        let frames = frames(body).await;
+        let bytes: Vec<&[u8]> = frames.iter().map(|(_, b)| b.as_ref()).collect();
+        let mut first = b"data: a\n\n".to_vec();
+        for _ in 0..10 {
+            first.extend_from_slice(b"data: b\n\n");
+        }
+        assert_eq!(bytes, [&first[..], b"data: c\n\n"]);
+        assert_eq!(config.metrics.snapshot().events, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merging_stops_at_the_limit_and_keeps_trailers_and_errors_for_the_next_poll() {
+        let config = config(|_| {});
+        let chunk: &'static [u8] = Box::leak(
+            format!("data: {}\n\n", "x".repeat(1000))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-done", "1".parse().unwrap());
+        let mut steps: Vec<Step> = (0..40).map(|_| Step::Data(chunk)).collect();
+        steps.push(Step::Trailers(trailers.clone()));
+        let (mut body, _) = sse(steps, &config);
+        let mut sizes = Vec::new();
+        loop {
+            let frame = body.frame().await.unwrap().unwrap();
+            match frame.into_data() {
+                Ok(data) => sizes.push(data.len()),
+                Err(frame) => {
+                    assert_eq!(frame.trailers_ref(), Some(&trailers));
+                    break;
+                }
+            }
+        }
+        assert!(body.frame().await.is_none());
+        assert_eq!(sizes.iter().sum::<usize>(), 40 * chunk.len());
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        assert!(
+            sizes
+                .iter()
+                .all(|n| *n <= machine::COALESCE_LIMIT + chunk.len()),
+            "{sizes:?}"
+        );
+
+        let (mut body, _) = sse(
+            vec![
+                Step::Data(b"data: a\n\n"),
+                Step::Data(b"data: b\n"),
+                Step::Error,
+            ],
+            &config,
+        );
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "data: a\n\ndata: b\n"
+        );
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -596,6 +674,18 @@ mod size {
         let boxed = std::mem::size_of::<machine::Machine>();
         let inline = std::mem::size_of::<SseBody<http_body_util::Empty<Bytes>>>();
         eprintln!("FIGURE: Machine {boxed} B boxed, SseBody<Empty> {inline} B inline");
+        eprintln!(
+            "FIGURE: parts: Timer {} State {} Tally {} Scanner {} Phase {} Settings {} Sleep {} Span {} Instant {}",
+            std::mem::size_of::<crate::timer::Timer>(),
+            std::mem::size_of::<machine::State>(),
+            std::mem::size_of::<tally::Tally>(),
+            std::mem::size_of::<crate::scanner::Scanner>(),
+            std::mem::size_of::<machine::Phase>(),
+            std::mem::size_of::<crate::config::Settings>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<tracing::Span>(),
+            std::mem::size_of::<Instant>(),
+        );
         assert!(boxed + inline <= 512, "{boxed} + {inline}");
     }
 }
