@@ -330,7 +330,10 @@ async fn a_malformed_request_body_gets_400_and_a_garbage_upstream_head_gets_502_
     let reader = support::serve(support::service_fn(
         |request: Request<Incoming>| async move {
             let body = request.into_body().collect().await;
-            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(format!("{}", body.is_ok()))))
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(format!(
+                "{}",
+                body.is_ok()
+            ))))
         },
     ))
     .await;
@@ -705,4 +708,51 @@ async fn an_http2_upstream_passes_trailers_through_like_grpc() {
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-te-seen"], "trailers");
     assert_eq!(collected.to_bytes(), &b"\0\0\0\0\x02hi"[..]);
+}
+
+#[tokio::test]
+async fn the_readme_config_file_loads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```toml\n# proxy.toml\n")
+        .expect("no proxy.toml block")
+        + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let config = TempFile::new("readme.toml", &readme[start..end]);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tower-sse-proxy"))
+        .args(["--config", &config.path(), "--check-config"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("addr = \"0.0.0.0:8080\""), "{stdout}");
+    assert!(stdout.contains("path = \"/feeds/\""), "{stdout}");
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let upstream = named_upstream("a").await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+    ]));
+    let addr = proxy.addr().await;
+    let big = "x".repeat(1 << 20);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let raw = raw_exchange(addr, request.as_bytes(), None, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
 }
