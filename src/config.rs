@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) shutdown: Option<SseShutdown>,
     pub(crate) metrics: SseMetrics,
     pub(crate) bypass_compression: bool,
+    /// The layer's own compression of event streams (`SseLayer::compress`).
+    pub(crate) compression: Option<crate::compress::Compression>,
     /// Used by layers in the [`Buffered`](crate::Buffered) mode.
     pub(crate) slow_client: Option<SlowClient>,
 }
@@ -72,6 +74,7 @@ impl Default for Config {
             shutdown: None,
             metrics: SseMetrics::new(),
             bypass_compression: true,
+            compression: None,
             slow_client: None,
         }
     }

@@ -12,9 +12,10 @@ use pin_project_lite::pin_project;
 
 use crate::backpressure::{Buffering, Unbuffered};
 use crate::body::{SseBody, Upstream};
+use crate::compress::{Coding, Encoder};
 use crate::config::Config;
 use crate::detect::{is_encoded, is_event_stream};
-use crate::headers::fix_event_stream_headers;
+use crate::headers::{fix_event_stream_headers, merge_vary};
 use crate::overrides::SseOverride;
 
 /// Marks a response an `SseLayer` already handled, so that nested layers do not inject twice.
@@ -39,6 +40,9 @@ pin_project! {
             config: Arc<Config>,
             version: Version,
             head: bool,
+            // The coding negotiated from the client's `Accept-Encoding`, when the layer
+            // compresses.
+            coding: Option<Coding>,
         },
         /// A request for an event stream during a drain: answered without the inner service.
         Drained {
@@ -49,13 +53,20 @@ pin_project! {
 }
 
 impl<F, M> ResponseFuture<F, M> {
-    pub(crate) const fn new(future: F, config: Arc<Config>, version: Version, head: bool) -> Self {
+    pub(crate) const fn new(
+        future: F,
+        config: Arc<Config>,
+        version: Version,
+        head: bool,
+        coding: Option<Coding>,
+    ) -> Self {
         Self {
             inner: Inner::Inner {
                 future,
                 config,
                 version,
                 head,
+                coding,
             },
             mode: PhantomData,
         }
@@ -92,9 +103,10 @@ where
                 config,
                 version,
                 head,
+                coding,
             } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(wrap::<B, M>(response, config, *version, *head)))
+                Poll::Ready(Ok(wrap::<B, M>(response, config, *version, *head, *coding)))
             }
             InnerProj::Drained { config, version } => {
                 let config = config.take().unwrap_or_default();
@@ -117,6 +129,7 @@ fn wrap<B, M: Buffering<B>>(
     config: &Arc<Config>,
     version: Version,
     head: bool,
+    coding: Option<Coding>,
 ) -> Response<SseBody<B>> {
     let (mut parts, body) = response.into_parts();
     // The common case first: one header lookup decides for every other response.
@@ -131,6 +144,10 @@ fn wrap<B, M: Buffering<B>>(
     }
 
     fix_event_stream_headers(&mut parts.headers, version);
+    if config.compression.is_some() && !is_encoded(&parts.headers) {
+        // The body depends on `Accept-Encoding`, even when it is sent as identity.
+        merge_vary(&mut parts.headers, "accept-encoding");
+    }
     parts.extensions.insert(Handled);
     if head {
         return Response::from_parts(parts, SseBody::passthrough(body));
@@ -159,10 +176,30 @@ fn wrap<B, M: Buffering<B>>(
         Ok(receiver) => Upstream::queued(receiver),
         Err(body) => Upstream::direct(body),
     };
-    Response::from_parts(
-        parts,
-        SseBody::sse(Some(upstream), Arc::clone(config), settings),
-    )
+    let body = SseBody::sse(Some(upstream), Arc::clone(config), settings);
+    match encoder(config, coding) {
+        Some(encoder) => {
+            parts.headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(encoder.coding().as_str()),
+            );
+            Response::from_parts(parts, body.with_encoder(encoder))
+        }
+        None => Response::from_parts(parts, body),
+    }
+}
+
+/// The encoder of a stream, when the layer compresses and a coding was negotiated; a coding
+/// whose encoder cannot be made is given up for identity, loudly.
+fn encoder(config: &Config, coding: Option<Coding>) -> Option<Encoder> {
+    let coding = coding?;
+    match config.compression.as_ref()?.encoder(coding) {
+        Ok(encoder) => Some(encoder),
+        Err(error) => {
+            tracing::warn!(target: "tower_sse", %error, %coding, "event stream sent uncompressed");
+            None
+        }
+    }
 }
 
 /// Only a successful response with content is a stream a client reads; anything else (a 204,

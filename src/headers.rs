@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use http::header::{
-    CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, HeaderName, TRANSFER_ENCODING, UPGRADE,
+    CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, HeaderName, TRANSFER_ENCODING, UPGRADE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Version};
 
@@ -43,6 +43,38 @@ pub(crate) fn fix_event_stream_headers(headers: &mut HeaderMap, version: Version
             headers.remove(name);
         }
     }
+}
+
+/// Adds `name` to `Vary`, merged into one header with the names already there (none is
+/// duplicated; `Vary: *` is left alone).
+pub(crate) fn merge_vary(headers: &mut HeaderMap, name: &'static str) {
+    let mut count = 0;
+    for value in headers.get_all(VARY) {
+        count += 1;
+        for listed in value.as_bytes().split(|&b| b == b',') {
+            let listed = trim(listed);
+            if listed == b"*" || listed.eq_ignore_ascii_case(name.as_bytes()) {
+                return;
+            }
+        }
+    }
+    if count == 0 {
+        headers.insert(VARY, HeaderValue::from_static(name));
+        return;
+    }
+    let mut merged = BytesMut::new();
+    for value in headers.get_all(VARY) {
+        let value = trim(value.as_bytes());
+        if !value.is_empty() {
+            merged.extend_from_slice(value);
+            merged.extend_from_slice(b", ");
+        }
+    }
+    merged.extend_from_slice(name.as_bytes());
+    // Valid values joined by ", ": valid too; should that ever fail, the name alone is kept.
+    let value = HeaderValue::from_maybe_shared(merged.freeze())
+        .unwrap_or_else(|_| HeaderValue::from_static(name));
+    headers.insert(VARY, value);
 }
 
 fn merge_cache_control(headers: &mut HeaderMap) {
@@ -201,6 +233,31 @@ mod tests {
         fix_event_stream_headers(&mut twice, Version::HTTP_2);
         assert_eq!(once, twice);
         assert!(!once.contains_key(CONTENT_TYPE));
+    }
+
+    #[test]
+    fn vary_is_merged_once() {
+        for (before, after) in [
+            (&[][..], &["accept-encoding"][..]),
+            (&["origin"], &["origin, accept-encoding"]),
+            (
+                &["Origin", " cookie "],
+                &["Origin, cookie, accept-encoding"],
+            ),
+            (&["Accept-Encoding"], &["Accept-Encoding"]),
+            (&["origin, ACCEPT-ENCODING"], &["origin, ACCEPT-ENCODING"]),
+            (&["*"], &["*"]),
+        ] {
+            let mut headers = HeaderMap::new();
+            for value in before {
+                headers.append(VARY, HeaderValue::from_static(value));
+            }
+            merge_vary(&mut headers, "accept-encoding");
+            assert_eq!(all(&headers, "vary"), after, "{before:?}");
+            let mut twice = headers.clone();
+            merge_vary(&mut twice, "accept-encoding");
+            assert_eq!(headers, twice);
+        }
     }
 
     #[test]

@@ -135,6 +135,7 @@
 
 pub mod backpressure;
 mod body;
+pub mod compress;
 mod config;
 mod detect;
 mod error;
@@ -160,6 +161,7 @@ mod test_helpers;
 
 pub use backpressure::{Buffered, SlowClient, SlowClientPolicy, Unbuffered};
 pub use body::SseBody;
+pub use compress::{Brotli, Coding, Compression, CompressionError, Gzip, Zstd};
 pub use detect::{asks_for_event_stream, is_event_stream};
 pub use error::InvalidComment;
 pub use future::ResponseFuture;

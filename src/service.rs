@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use crate::backpressure::{Buffering, Unbuffered};
 use crate::body::SseBody;
+use crate::compress::negotiate;
 use crate::config::Config;
 use crate::detect::asks_for_event_stream;
 use crate::future::ResponseFuture;
@@ -79,6 +80,12 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let version = request.version();
+        // The client's own `Accept-Encoding`, read before it becomes `identity` below.
+        let coding = self
+            .config
+            .compression
+            .as_ref()
+            .and_then(|compression| negotiate(request.headers(), compression.codings()));
         if asks_for_event_stream(request.headers()) {
             let draining = self
                 .config
@@ -100,6 +107,7 @@ where
             Arc::clone(&self.config),
             version,
             head,
+            coding,
         )
     }
 }
