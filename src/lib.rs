@@ -151,6 +151,7 @@ mod macros;
 mod metrics;
 mod overrides;
 mod predicate;
+pub mod resume;
 mod scanner;
 mod service;
 mod shutdown;
@@ -171,6 +172,7 @@ pub use overrides::SseOverride;
 #[cfg(feature = "tower-http")]
 pub use predicate::NotSse;
 pub use predicate::not_sse;
+pub use resume::{ResumeBody, ResumeLayer, ResumeMetrics, ResumeService};
 pub use service::SseService;
 pub use shutdown::SseShutdown;
 

@@ -1,0 +1,480 @@
+//! [`ResumeBody`]: hands on whole events, and splices a new upstream response in when the
+//! current one fails.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderName;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::future::is_stream;
+use super::layer::Config;
+use super::metrics::{GiveUpReason, ResumeMetrics};
+use super::service::Replay;
+use super::tracker::Tracker;
+use crate::BoxError;
+use crate::jitter::jittered_millis;
+use crate::scanner::bom_prefix;
+use crate::timer::Timer;
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+pin_project! {
+    /// The response body of a [`ResumeService`](crate::ResumeService).
+    ///
+    /// For a response that cannot be resumed (not an event stream, or a request that may not be
+    /// repeated) it forwards every frame of the inner body with its `size_hint` and
+    /// `is_end_stream`. For an event stream of a repeatable request, it hands on whole events:
+    /// frames that end at an event boundary at once, the bytes of an incomplete event when the
+    /// event completes. When the upstream body fails, it asks again with `Last-Event-ID` and goes
+    /// on with the new body; while it waits, it returns `Pending`.
+    ///
+    /// Dropping it drops the inner body, or the pending request, at once.
+    pub struct ResumeBody<B, S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        inner: Inner<B, S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B, S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Passthrough { #[pin] body: B },
+        Resume {
+            // `None` between upstream responses, and once the stream is over (fused).
+            #[pin]
+            body: Option<B>,
+            // The request sent again, while it is answered.
+            #[pin]
+            future: Option<S::Future>,
+            #[pin]
+            timer: Timer,
+            state: State<S>,
+        },
+    }
+}
+
+impl<B, S, ReqBody> ResumeBody<B, S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// A body that forwards `body` untouched.
+    pub(crate) const fn passthrough(body: B) -> Self {
+        Self {
+            inner: Inner::Passthrough { body },
+        }
+    }
+
+    /// An event stream over `body` that `service` can ask for again with `replay`.
+    pub(crate) fn resume(
+        body: B,
+        service: S,
+        replay: Replay,
+        config: Config,
+        metrics: ResumeMetrics,
+    ) -> Self {
+        let head = replay.method == http::Method::HEAD;
+        Self {
+            inner: Inner::Resume {
+                body: Some(body),
+                future: None,
+                timer: Timer::new(),
+                state: State {
+                    service,
+                    replay,
+                    config,
+                    metrics,
+                    tracker: Tracker::new(config.max_event),
+                    held: BytesMut::new(),
+                    phase: Phase::Streaming,
+                    forwarded: false,
+                    off: false,
+                    client_cr: false,
+                    head,
+                    failures: 0,
+                    wait: Duration::ZERO,
+                    last_id: LastId::Original,
+                },
+            },
+        }
+    }
+}
+
+impl<B, S, ReqBody> fmt::Debug for ResumeBody<B, S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("ResumeBody");
+        match &self.inner {
+            Inner::Passthrough { .. } => debug.field("mode", &"passthrough"),
+            Inner::Resume { state, .. } => debug
+                .field("mode", &"resume")
+                .field("phase", &state.phase)
+                .field("held", &state.held.len()),
+        };
+        debug.finish_non_exhaustive()
+    }
+}
+
+/// Where a resumable stream is.
+#[derive(Debug)]
+enum Phase {
+    /// Handing on the current upstream body.
+    Streaming,
+    /// Waiting before asking again.
+    Waiting(Instant),
+    /// Asking again: the service is driven to readiness, called, and its answer awaited.
+    Requesting,
+    /// Handing on the last bytes (held bytes, or a `retry:` line), then the error or the end.
+    Ending {
+        data: Option<Bytes>,
+        error: Option<BoxError>,
+    },
+    Done,
+}
+
+/// What `Last-Event-ID` the request sent again carries.
+#[derive(Debug, Clone)]
+enum LastId {
+    /// The client's own (no id was given to the client yet).
+    Original,
+    /// None (the client's last event id is empty).
+    Remove,
+    Set(HeaderValue),
+}
+
+/// Everything a resumable stream keeps besides its pinned parts.
+struct State<S> {
+    service: S,
+    replay: Replay,
+    config: Config,
+    metrics: ResumeMetrics,
+    tracker: Tracker,
+    /// Bytes after the last event boundary handed on: an incomplete event.
+    held: BytesMut,
+    phase: Phase,
+    /// An event was handed to the client.
+    forwarded: bool,
+    /// Resume was given up for this stream (an event past `max_event`): bytes pass through.
+    off: bool,
+    /// The last byte handed on was a CR (a line written next starts with the LF of a CRLF).
+    client_cr: bool,
+    head: bool,
+    /// Requests that failed in this interruption.
+    failures: u32,
+    /// The wait before each request of this interruption, before jitter.
+    wait: Duration,
+    last_id: LastId,
+}
+
+impl<S> State<S> {
+    /// A data frame of the upstream: what to hand on now, if anything.
+    fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
+        if self.off {
+            return (!data.is_empty()).then_some(data);
+        }
+        let feed = self.tracker.feed(&data);
+        self.forwarded |= feed.events > 0;
+        if self.held.is_empty() && feed.skip == 0 && feed.release == 0 && self.tracker.at_boundary()
+        {
+            // The normal case: a frame that ends at an event boundary goes on as it is.
+            let last = data.last().copied()?;
+            self.client_cr = last == b'\r';
+            return Some(data);
+        }
+        if feed.release > 0 {
+            self.held.extend_from_slice(bom_prefix(feed.release));
+        }
+        let end = if self.tracker.at_boundary() {
+            Some(data.len())
+        } else {
+            feed.boundary
+        };
+        let mut out = None;
+        let tail = match end {
+            Some(end) => {
+                let head = data.get(feed.skip..end).unwrap_or_default();
+                out = Some(if self.held.is_empty() {
+                    data.slice_ref(head)
+                } else {
+                    self.held.extend_from_slice(head);
+                    self.held.split().freeze()
+                });
+                data.get(end..).unwrap_or_default()
+            }
+            None => data.get(feed.skip..).unwrap_or_default(),
+        };
+        self.held.extend_from_slice(tail);
+        if self.held.len() > self.config.max_event {
+            // Past the bound: hand everything on, and go on without resume.
+            self.off = true;
+            self.give_up(GiveUpReason::TooLarge);
+            let held = self.held.split();
+            out = Some(match out {
+                Some(out) => {
+                    let mut all = BytesMut::with_capacity(out.len() + held.len());
+                    all.extend_from_slice(&out);
+                    all.extend_from_slice(&held);
+                    all.freeze()
+                }
+                None => held.freeze(),
+            });
+        }
+        let out = out.filter(|out| !out.is_empty())?;
+        self.client_cr = out.last() == Some(&b'\r');
+        Some(out)
+    }
+
+    /// The current upstream body failed (`Some(error)`) or ended (`None`).
+    fn interrupted(&mut self, error: Option<BoxError>) {
+        let resumable_end = self.config.resume_on_end && !self.head;
+        if self.off || (error.is_none() && !resumable_end) {
+            self.end(error);
+            return;
+        }
+        self.metrics.interrupted();
+        let last_id = match self.tracker.last_id() {
+            None if !self.forwarded => Some(LastId::Original),
+            Some(Ok([])) if !self.forwarded => Some(LastId::Remove),
+            Some(Ok(id)) if !id.is_empty() => HeaderValue::from_bytes(id).ok().map(LastId::Set),
+            _ => None,
+        };
+        let Some(last_id) = last_id else {
+            self.give_up(GiveUpReason::NoId);
+            self.end(error);
+            return;
+        };
+        if let Some(error) = &error {
+            tracing::debug!(target: "tower_sse::resume", %error, "upstream event stream failed");
+        }
+        self.last_id = last_id;
+        self.held.clear();
+        self.tracker.splice();
+        self.failures = 0;
+        self.wait = self
+            .tracker
+            .retry()
+            .map_or(self.config.retry, Duration::from_millis);
+        self.schedule();
+    }
+
+    /// Waits (jittered) before the next request.
+    fn schedule(&mut self) {
+        let wait = Duration::from_millis(jittered_millis(self.wait, self.config.jitter));
+        self.phase = Phase::Waiting(Instant::now() + wait);
+    }
+
+    /// The request sent again.
+    fn request<ReqBody: Default>(&self) -> Request<ReqBody> {
+        let mut request = self.replay.request();
+        match &self.last_id {
+            LastId::Original => {}
+            LastId::Remove => {
+                request.headers_mut().remove(LAST_EVENT_ID);
+            }
+            LastId::Set(id) => {
+                request.headers_mut().insert(LAST_EVENT_ID, id.clone());
+            }
+        }
+        request
+    }
+
+    /// A request failed: ask again, or give up after the last attempt.
+    fn failed(&mut self, reason: &dyn fmt::Display) {
+        self.failures = self.failures.saturating_add(1);
+        tracing::debug!(
+            target: "tower_sse::resume",
+            last_event_id = %self.last_id_text(),
+            attempt = self.failures,
+            %reason,
+            "resume attempt failed"
+        );
+        if self.failures < self.config.attempts {
+            self.schedule();
+            return;
+        }
+        self.give_up(GiveUpReason::Attempts);
+        let millis = jittered_millis(self.wait, self.config.jitter);
+        let lead = if self.client_cr { "\n" } else { "" };
+        self.phase = Phase::Ending {
+            data: Some(Bytes::from(format!("{lead}retry: {millis}\n"))),
+            error: None,
+        };
+    }
+
+    /// The new upstream response is an event stream: go on with its body.
+    fn spliced(&mut self) {
+        self.metrics.resumed();
+        tracing::info!(
+            target: "tower_sse::resume",
+            last_event_id = %self.last_id_text(),
+            wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
+            attempt = self.failures + 1,
+            outcome = "resumed",
+            "upstream event stream resumed"
+        );
+        self.failures = 0;
+        self.phase = Phase::Streaming;
+    }
+
+    fn give_up(&self, reason: GiveUpReason) {
+        self.metrics.gave_up(reason);
+        tracing::info!(
+            target: "tower_sse::resume",
+            last_event_id = %self.last_id_text(),
+            wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
+            attempt = self.failures,
+            outcome = reason.as_str(),
+            "upstream event stream not resumed"
+        );
+    }
+
+    /// Ends the client's stream as it would end without resume: the held bytes, then `error`.
+    fn end(&mut self, error: Option<BoxError>) {
+        let held = self.tracker.finish();
+        self.held.extend_from_slice(bom_prefix(held));
+        let data = (!self.held.is_empty()).then(|| self.held.split().freeze());
+        self.phase = Phase::Ending { data, error };
+    }
+
+    fn last_id_text(&self) -> String {
+        match self.tracker.last_id() {
+            Some(Ok(id)) => String::from_utf8_lossy(id).into_owned(),
+            Some(Err(())) => "<too long>".to_owned(),
+            None => String::new(),
+        }
+    }
+}
+
+impl<B, S, ReqBody> Body for ResumeBody<B, S, ReqBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    ReqBody: Default,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (mut body, mut future, mut timer, state) = match self.project().inner.project() {
+            InnerProj::Passthrough { body } => {
+                return body.poll_frame(cx).map_err(Into::into);
+            }
+            InnerProj::Resume {
+                body,
+                future,
+                timer,
+                state,
+            } => (body, future, timer, state),
+        };
+        loop {
+            match &mut state.phase {
+                Phase::Streaming => {
+                    let Some(inner) = body.as_mut().as_pin_mut() else {
+                        state.phase = Phase::Done;
+                        continue;
+                    };
+                    match ready!(inner.poll_frame(cx)) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => {
+                                if let Some(out) = state.on_data(data) {
+                                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                                }
+                            }
+                            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                        },
+                        Some(Err(error)) => {
+                            body.set(None);
+                            state.interrupted(Some(error.into()));
+                        }
+                        None => {
+                            body.set(None);
+                            state.interrupted(None);
+                        }
+                    }
+                }
+                Phase::Waiting(deadline) => {
+                    ready!(timer.as_mut().poll_until(*deadline, cx));
+                    state.phase = Phase::Requesting;
+                }
+                Phase::Requesting => {
+                    if future.is_none() {
+                        if let Err(error) = ready!(state.service.poll_ready(cx)) {
+                            state.failed(&error.into());
+                            continue;
+                        }
+                        let request = state.request();
+                        state.metrics.attempt();
+                        future.set(Some(state.service.call(request)));
+                    }
+                    let Some(pending) = future.as_mut().as_pin_mut() else {
+                        continue;
+                    };
+                    let answer = ready!(pending.poll(cx));
+                    future.set(None);
+                    match answer {
+                        Ok(response) if is_stream(&response) => {
+                            body.set(Some(response.into_body()));
+                            state.spliced();
+                        }
+                        Ok(response) if response.status() == StatusCode::NO_CONTENT => {
+                            state.give_up(GiveUpReason::NoContent);
+                            state.phase = Phase::Done;
+                        }
+                        Ok(response) => state.failed(&response.status()),
+                        Err(error) => state.failed(&error.into()),
+                    }
+                }
+                Phase::Ending { data, error } => {
+                    if let Some(data) = data.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    let error = error.take();
+                    state.phase = Phase::Done;
+                    timer.as_mut().clear();
+                    if let Some(error) = error {
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                }
+                Phase::Done => {
+                    timer.as_mut().clear();
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Passthrough { body } => body.is_end_stream(),
+            Inner::Resume { state, .. } => matches!(state.phase, Phase::Done),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Passthrough { body } => body.size_hint(),
+            Inner::Resume { .. } => SizeHint::default(),
+        }
+    }
+}
