@@ -58,13 +58,25 @@ pin_project! {
             // `None` between upstream responses, and once the stream is over (fused).
             #[pin]
             body: Option<B>,
-            // The request sent again, while it is answered.
-            #[pin]
-            future: Option<S::Future>,
-            #[pin]
-            timer: Timer,
-            state: State<S>,
+            // Boxed once per stream: the body stays `Unpin` when `B` is.
+            resumer: Pin<Box<Resumer<S, ReqBody>>>,
         },
+    }
+}
+
+pin_project! {
+    /// The parts of a resumable stream that are not the current body.
+    #[project = ResumerProj]
+    struct Resumer<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // The request sent again, while it is answered.
+        #[pin]
+        future: Option<S::Future>,
+        #[pin]
+        timer: Timer,
+        state: State<S>,
     }
 }
 
@@ -91,24 +103,26 @@ where
         Self {
             inner: Inner::Resume {
                 body: Some(body),
-                future: None,
-                timer: Timer::new(),
-                state: State {
-                    service,
-                    replay,
-                    config,
-                    metrics,
-                    tracker: Tracker::new(config.max_event),
-                    held: BytesMut::new(),
-                    phase: Phase::Streaming,
-                    forwarded: false,
-                    off: false,
-                    client_cr: false,
-                    head,
-                    failures: 0,
-                    wait: Duration::ZERO,
-                    last_id: LastId::Original,
-                },
+                resumer: Box::pin(Resumer {
+                    future: None,
+                    timer: Timer::new(),
+                    state: State {
+                        service,
+                        replay,
+                        config,
+                        metrics,
+                        tracker: Tracker::new(config.max_event),
+                        held: BytesMut::new(),
+                        phase: Phase::Streaming,
+                        forwarded: false,
+                        off: false,
+                        client_cr: false,
+                        head,
+                        failures: 0,
+                        wait: Duration::ZERO,
+                        last_id: LastId::Original,
+                    },
+                }),
             },
         }
     }
@@ -122,10 +136,10 @@ where
         let mut debug = f.debug_struct("ResumeBody");
         match &self.inner {
             Inner::Passthrough { .. } => debug.field("mode", &"passthrough"),
-            Inner::Resume { state, .. } => debug
+            Inner::Resume { resumer, .. } => debug
                 .field("mode", &"resume")
-                .field("phase", &state.phase)
-                .field("held", &state.held.len()),
+                .field("phase", &resumer.state.phase)
+                .field("held", &resumer.state.held.len()),
         };
         debug.finish_non_exhaustive()
     }
@@ -376,17 +390,17 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut body, mut future, mut timer, state) = match self.project().inner.project() {
+        let (mut body, resumer) = match self.project().inner.project() {
             InnerProj::Passthrough { body } => {
                 return body.poll_frame(cx).map_err(Into::into);
             }
-            InnerProj::Resume {
-                body,
-                future,
-                timer,
-                state,
-            } => (body, future, timer, state),
+            InnerProj::Resume { body, resumer } => (body, resumer),
         };
+        let ResumerProj {
+            mut future,
+            mut timer,
+            state,
+        } = resumer.as_mut().project();
         loop {
             match &mut state.phase {
                 Phase::Streaming => {
@@ -467,7 +481,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Passthrough { body } => body.is_end_stream(),
-            Inner::Resume { state, .. } => matches!(state.phase, Phase::Done),
+            Inner::Resume { resumer, .. } => matches!(resumer.state.phase, Phase::Done),
         }
     }
 
