@@ -18,18 +18,19 @@ pub(super) struct Tally {
     opened: Instant,
     bytes: u64,
     events: u64,
-    /// What the shared counters already have of `bytes` and `events`.
-    flushed_bytes: u64,
-    flushed_events: u64,
-    heartbeats: u64,
+    /// What the shared counters do not have yet of `bytes` (below `FLUSH_BYTES`) and `events`.
+    unflushed_bytes: u32,
+    unflushed_events: u32,
+    heartbeats: u32,
     /// Where the close is counted: this stream's own slot, or the one it shares with its
     /// slow-client pump.
     close: CloseSlot,
     shared_close: Option<Arc<CloseSlot>>,
     /// The close was recorded (by this stream or its pump).
     finished: bool,
-    /// The span the stream opened in (the request's): the close is logged in it too.
-    span: tracing::Span,
+    /// The span the stream opened in (the request's), kept when `tower_sse` debug events are
+    /// on: the close is logged in it too. Boxed: a span is 40 bytes, most streams log nothing.
+    span: Option<Box<tracing::Span>>,
 }
 
 impl Tally {
@@ -45,49 +46,66 @@ impl Tally {
             opened: now,
             bytes: 0,
             events: 0,
-            flushed_bytes: 0,
-            flushed_events: 0,
+            unflushed_bytes: 0,
+            unflushed_events: 0,
             heartbeats: 0,
             close: CloseSlot::default(),
             shared_close,
             finished: false,
-            span: tracing::Span::current(),
+            span: tracing::enabled!(target: "tower_sse", tracing::Level::DEBUG)
+                .then(|| Box::new(tracing::Span::current())),
         }
     }
 
     pub(super) fn sent(&mut self, len: usize) {
-        self.bytes += len as u64;
-        if self.bytes - self.flushed_bytes >= FLUSH_BYTES {
-            self.flush();
+        let len = len as u64;
+        self.bytes += len;
+        let unflushed = u64::from(self.unflushed_bytes) + len;
+        match u32::try_from(unflushed) {
+            Ok(unflushed) if u64::from(unflushed) < FLUSH_BYTES => self.unflushed_bytes = unflushed,
+            _ => {
+                SseMetrics::add(&self.metrics.counters.bytes, unflushed);
+                self.unflushed_bytes = 0;
+            }
         }
     }
 
     pub(super) fn events(&mut self, n: u32) {
         self.events += u64::from(n);
+        match self.unflushed_events.checked_add(n) {
+            Some(unflushed) => self.unflushed_events = unflushed,
+            None => {
+                SseMetrics::add(
+                    &self.metrics.counters.events,
+                    u64::from(self.unflushed_events) + u64::from(n),
+                );
+                self.unflushed_events = 0;
+            }
+        }
     }
 
     /// Publishes the byte and event counts to the shared counters. Done when the stream waits,
     /// every `FLUSH_BYTES`, and at the end, rather than per frame: the shared counters sit on
     /// one cache line that every stream on every core would otherwise write.
     pub(super) fn flush(&mut self) {
-        if self.bytes != self.flushed_bytes {
+        if self.unflushed_bytes != 0 {
             SseMetrics::add(
                 &self.metrics.counters.bytes,
-                self.bytes - self.flushed_bytes,
+                u64::from(self.unflushed_bytes),
             );
-            self.flushed_bytes = self.bytes;
+            self.unflushed_bytes = 0;
         }
-        if self.events != self.flushed_events {
+        if self.unflushed_events != 0 {
             SseMetrics::add(
                 &self.metrics.counters.events,
-                self.events - self.flushed_events,
+                u64::from(self.unflushed_events),
             );
-            self.flushed_events = self.events;
+            self.unflushed_events = 0;
         }
     }
 
     pub(super) fn heartbeat(&mut self) {
-        self.heartbeats += 1;
+        self.heartbeats = self.heartbeats.saturating_add(1);
         SseMetrics::add(&self.metrics.counters.heartbeats, 1);
     }
 
@@ -117,7 +135,7 @@ impl Tally {
             return;
         }
         let duration: Duration = self.opened.elapsed();
-        let _span = self.span.enter();
+        let _span = self.span.as_deref().map(tracing::Span::enter);
         tracing::debug!(
             target: "tower_sse",
             reason = reason.as_str(),
