@@ -58,8 +58,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::trace::TraceLayer;
 use tower_sse::{
-    CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseOverride,
-    SseShutdown, not_sse,
+    CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseOverride, SseShutdown,
+    not_sse,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -170,10 +170,7 @@ fn app(shutdown: &SseShutdown, metrics: &SseMetrics, feed_capacity: u64) -> Rout
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
-                .layer(
-                    CompressionLayer::new()
-                        .compress_when(DefaultPredicate::new().and(not_sse)),
-                ),
+                .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(not_sse))),
         )
 }
 
