@@ -9,4 +9,6 @@
 //!
 //! See FLEET.md at the repository root for the deployment shape, the settings and the figures.
 
+pub mod series;
 pub mod sim;
+pub mod simulate;

@@ -1,3 +1,36 @@
 //! `tower-sse-fleet`: the simulation, the load client, the Redis-backed SSE app and the plots.
+//!
+//! Exit codes: 0 clean, 1 runtime failure, 2 usage error (clap's).
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tower_sse_fleet::simulate::{SimulateArgs, simulate};
+
+/// Reconnect storms across a fleet of SSE instances, simulated and measured.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate every scenario with and without the tower-sse settings (CSV + table of peaks).
+    Simulate(SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
