@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tower_sse_fleet::load::{LoadArgs, load};
 use tower_sse_fleet::simulate::{SimulateArgs, simulate};
 
 /// Reconnect storms across a fleet of SSE instances, simulated and measured.
@@ -19,12 +20,17 @@ struct Cli {
 enum Command {
     /// Simulate every scenario with and without the tower-sse settings (CSV + table of peaks).
     Simulate(SimulateArgs),
+    /// Run spec-following EventSource clients against a URL (CSV of reconnects per 100 ms).
+    Load(LoadArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
+        Command::Load(args) => {
+            runtime().and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}")))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,4 +39,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
