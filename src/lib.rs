@@ -99,6 +99,13 @@
 //! One layer per route configures routes differently; an [`SseOverride`] in the response
 //! extensions changes the configuration for one response, or leaves it alone.
 //!
+//! # Upstream resume
+//!
+//! [`ResumeLayer`], around the service that talks to the upstream (with the [`SseLayer`]
+//! outside it), absorbs upstream failures: when an upstream event stream fails, it asks again
+//! with `Last-Event-ID` and splices the new response's events into the client's open response,
+//! whole events only, each once (I10), while heartbeats keep flowing. See the [`resume`] module.
+//!
 //! # Everything else passes through
 //!
 //! A response that is not an event stream keeps its status, headers, every body frame, trailers
