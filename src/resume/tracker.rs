@@ -73,6 +73,23 @@ pub(crate) struct Feed {
     pub(crate) boundary: Option<usize>,
 }
 
+/// One id value.
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Vec<u8>,
+    /// Longer than `max_id`: not kept.
+    long: bool,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Self {
+            value: Vec::new(),
+            long: false,
+        }
+    }
+}
+
 /// The tracker's state.
 #[derive(Debug, Clone)]
 pub(crate) struct Tracker {
@@ -85,17 +102,18 @@ pub(crate) struct Tracker {
     bom: Option<u8>,
     /// A leading BOM is removed (a spliced body), rather than handed on.
     strip_bom: bool,
-    /// The value of the `id` line being read.
-    pending: Vec<u8>,
-    /// The `id` line being read holds a NUL (it is ignored) or is longer than `max_id`.
-    pending_nul: bool,
-    pending_long: bool,
-    /// The id buffer: `Some` once an `id` field set it (`Err(())`: to a value too long to keep).
-    buffer: Option<Result<Vec<u8>, ()>>,
-    /// The buffer changed since the last dispatch.
-    changed: bool,
-    /// The client's last event id: the buffer at the last dispatch.
-    last: Option<Result<Vec<u8>, ()>>,
+    /// Three id values: the client's last event id, the id buffer, and the `id` line being read
+    /// are each one of them (the first two often the same); an id is copied once, from its frame
+    /// into its slot, and moves by index.
+    slots: [Slot; 3],
+    /// The slot of the `id` line being read.
+    reading: usize,
+    /// The slot of the id buffer: `None` until an `id` field set it.
+    buffer: Option<usize>,
+    /// The slot of the client's last event id (the buffer at the last dispatch).
+    last: Option<usize>,
+    /// The `id` line being read holds a NUL (it is ignored).
+    nul: bool,
     /// The value of the `retry` line being read (`None`: not only digits).
     retry_value: Option<u64>,
     retry_digits: bool,
@@ -114,12 +132,11 @@ impl Tracker {
             data: false,
             bom: Some(0),
             strip_bom: false,
-            pending: Vec::new(),
-            pending_nul: false,
-            pending_long: false,
+            slots: [Slot::new(), Slot::new(), Slot::new()],
+            reading: 0,
             buffer: None,
-            changed: false,
             last: None,
+            nul: false,
             retry_value: None,
             retry_digits: false,
             retry: None,
@@ -130,9 +147,12 @@ impl Tracker {
     /// The client's last event id: `None` when no `id` field has taken effect, `Some(Err(()))`
     /// when the last one was too long to keep.
     pub(crate) fn last_id(&self) -> Option<Result<&[u8], ()>> {
-        self.last
-            .as_ref()
-            .map(|last| last.as_ref().map(Vec::as_slice).map_err(|&()| ()))
+        let slot = self.slots.get(self.last?)?;
+        Some(if slot.long {
+            Err(())
+        } else {
+            Ok(slot.value.as_slice())
+        })
     }
 
     /// The last valid `retry` value of the upstream, in milliseconds.
@@ -153,10 +173,7 @@ impl Tracker {
         self.data = false;
         self.bom = Some(0);
         self.strip_bom = true;
-        if self.changed {
-            self.buffer.clone_from(&self.last);
-            self.changed = false;
-        }
+        self.buffer = self.last;
     }
 
     /// At a body's end: the bytes of a removed BOM's prefix still held, to be handed on.
@@ -236,6 +253,12 @@ impl Tracker {
                             }
                         }
                         b':' => self.line = Line::Skip,
+                        b'i' if bytes.get(i..i + 2) == Some(b"d:") => {
+                            // `id:` in one comparison.
+                            self.open = true;
+                            i += 2;
+                            self.begin_value(Field::Id);
+                        }
                         b'd' if bytes.get(i..i + 4) == Some(b"ata:") => {
                             // The common case in one comparison: a `data:` line.
                             self.open = true;
@@ -331,9 +354,15 @@ impl Tracker {
                 return;
             }
             Field::Id => {
-                self.pending.clear();
-                self.pending_nul = false;
-                self.pending_long = false;
+                // A slot that is neither the last id nor the buffer.
+                self.reading = (0..3)
+                    .find(|&i| Some(i) != self.last && Some(i) != self.buffer)
+                    .unwrap_or(0);
+                if let Some(slot) = self.slots.get_mut(self.reading) {
+                    slot.value.clear();
+                    slot.long = false;
+                }
+                self.nul = false;
             }
             Field::Retry => {
                 self.retry_value = Some(0);
@@ -348,12 +377,14 @@ impl Tracker {
             Field::Data => {}
             Field::Id => {
                 if memchr::memchr(0, value).is_some() {
-                    self.pending_nul = true;
+                    self.nul = true;
                 }
-                if self.pending.len().saturating_add(value.len()) > self.max_id {
-                    self.pending_long = true;
-                } else {
-                    self.pending.extend_from_slice(value);
+                if let Some(slot) = self.slots.get_mut(self.reading) {
+                    if slot.value.len().saturating_add(value.len()) > self.max_id {
+                        slot.long = true;
+                    } else {
+                        slot.value.extend_from_slice(value);
+                    }
                 }
             }
             Field::Retry => {
@@ -374,20 +405,8 @@ impl Tracker {
         match field {
             Field::Data => self.data = true,
             Field::Id => {
-                if !self.pending_nul {
-                    let value = if self.pending_long {
-                        Err(())
-                    } else {
-                        let mut value = match self.buffer.take() {
-                            Some(Ok(vec)) => vec,
-                            _ => Vec::new(),
-                        };
-                        value.clear();
-                        value.extend_from_slice(&self.pending);
-                        Ok(value)
-                    };
-                    self.buffer = Some(value);
-                    self.changed = true;
+                if !self.nul {
+                    self.buffer = Some(self.reading);
                 }
             }
             Field::Retry => {
@@ -399,16 +418,7 @@ impl Tracker {
     }
 
     fn dispatch(&mut self, feed: &mut Feed) {
-        if self.changed {
-            match (&mut self.last, &self.buffer) {
-                (Some(Ok(last)), Some(Ok(buffer))) => {
-                    last.clear();
-                    last.extend_from_slice(buffer);
-                }
-                (last, buffer) => last.clone_from(buffer),
-            }
-            self.changed = false;
-        }
+        self.last = self.buffer;
         if self.data {
             feed.events = feed.events.saturating_add(1);
         }

@@ -1,0 +1,193 @@
+//! Per-frame cost of [`ResumeLayer`](tower_sse::ResumeLayer) (upstream resume) when nothing
+//! fails, with frames at event boundaries, against the same inner body without it.
+//!
+//! Run with: `cargo bench --bench resume` (short: `cargo bench --bench resume -- --warm-up-time 1
+//! --measurement-time 3`).
+//!
+//! One iteration = one `GET` through `oneshot` on a `service_fn` whose `text/event-stream` body
+//! yields `N` = 10,000 data frames of one 100-byte event each (with an `id:` line, so that every
+//! frame moves the last event id), then polling that body to its end. Cases:
+//!
+//! - `resume`: the bare inner service (`inner`), and `ResumeLayer::new()` around it (`layer`);
+//! - `sse_resume`: `SseLayer::new()` around the inner service (`inner`), and `SseLayer` outside
+//!   `ResumeLayer` (`layer`), the order a proxy uses.
+//!
+//! After the criterion run, a table prints ns per frame and the overhead per frame (the issue's
+//! budget: +20 ns per frame).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use http::{Request, Response, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_sse::{ResumeLayer, SseLayer};
+use tower_sse_test_support::bench_summary;
+
+/// Frames per stream.
+const N: usize = 10_000;
+/// One event of exactly 100 bytes, with an id.
+const EVENT: &[u8; 100] =
+    b"id: 123456\ndata: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":30000,\"venue\":\"XNYSE\"}\n\n";
+
+/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
+#[derive(Debug)]
+struct Frames {
+    left: usize,
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// The inner service: an event stream of `N` frames.
+fn inner()
+-> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
+    service_fn(|_: Request<Empty<Bytes>>| async {
+        let mut response = Response::new(Frames { left: N });
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        Ok::<_, Infallible>(response)
+    })
+}
+
+fn request() -> Request<Empty<Bytes>> {
+    Request::builder()
+        .header(header::ACCEPT, "text/event-stream")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// One request through `service`, its body polled to the end; returns the bytes seen.
+async fn drain<S, B>(service: S) -> usize
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = service.oneshot(request()).await.unwrap().into_body();
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            bytes += black_box(data).len();
+        }
+    }
+    bytes
+}
+
+/// Times `iters` streams through clones of `service` on `runtime`.
+fn run<S, B>(runtime: &Runtime, service: &S, iters: u64) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let bytes = drain(service.clone()).await;
+            debug_assert!(bytes >= N * EVENT.len());
+        }
+        start.elapsed()
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let resume = ResumeLayer::new().layer(inner());
+    let metrics = ResumeLayer::new();
+    let watched = metrics.metrics_handle();
+    // The stream is watched (resume on), and every frame passes as it is.
+    assert_eq!(
+        runtime.block_on(drain(metrics.layer(inner()))),
+        N * EVENT.len()
+    );
+    assert_eq!(watched.snapshot().streams, 1);
+    let sse = SseLayer::new().no_retry().layer(inner());
+    let sse_resume = SseLayer::new()
+        .no_retry()
+        .layer(ResumeLayer::new().layer(inner()));
+    assert_eq!(runtime.block_on(drain(sse_resume.clone())), N * EVENT.len());
+
+    let mut group = c.benchmark_group("resume");
+    group.throughput(Throughput::Elements(N as u64));
+    let bare = inner();
+    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
+    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &resume, i)));
+    group.finish();
+
+    let mut group = c.benchmark_group("sse_resume");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
+    group.bench_function("layer", |b| {
+        b.iter_custom(|i| run(&runtime, &sse_resume, i));
+    });
+    group.finish();
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let mut criterion = Criterion::default().configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+
+    println!(
+        "\nper-frame cost (median of criterion's samples), this run; N = {N} frames of 100 B:"
+    );
+    println!(
+        "{:<11} {:<8} {:>10} {:>16} {:>8}",
+        "group", "case", "ns/frame", "overhead ns/fr", "ratio"
+    );
+    for group in ["resume", "sse_resume"] {
+        let Some(base) = bench_summary::median_ns(group, "inner", started) else {
+            continue;
+        };
+        let base = base / N as f64;
+        println!(
+            "{group:<11} {:<8} {base:>10.2} {:>16} {:>8}",
+            "inner", "-", "1.000"
+        );
+        if let Some(ns) = bench_summary::median_ns(group, "layer", started) {
+            let ns = ns / N as f64;
+            println!(
+                "{group:<11} {:<8} {ns:>10.2} {:>16.2} {:>8.3}",
+                "layer",
+                ns - base,
+                ns / base
+            );
+        }
+    }
+}
