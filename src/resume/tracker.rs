@@ -73,11 +73,14 @@ pub(crate) struct Feed {
     pub(crate) boundary: Option<usize>,
 }
 
-/// The offset of the first CR or LF in `bytes` from `from`.
-fn line_end(bytes: &[u8], from: usize) -> Option<usize> {
+/// The offset of the first CR or LF in `bytes` from `from`; `short`: the line is likely short.
+fn line_end(bytes: &[u8], from: usize, short: bool) -> Option<usize> {
     const SHORT: usize = 16;
     let rest = bytes.get(from..)?;
-    // Short lines (ids, comments) are found faster by hand than by a vectorised search.
+    if !short {
+        return memchr::memchr2(b'\r', b'\n', rest).map(|offset| from + offset);
+    }
+    // Short lines (ids) are found faster by hand than by a vectorised search.
     for (offset, &byte) in rest.iter().take(SHORT).enumerate() {
         if byte == b'\n' || byte == b'\r' {
             return Some(from + offset);
@@ -370,7 +373,7 @@ impl Tracker {
                 b'i' if bytes.get(i + 1..i + 3) == Some(b"d:") => (i + 3, true),
                 _ => return i,
             };
-            let Some(end) = line_end(bytes, from) else {
+            let Some(end) = line_end(bytes, from, id) else {
                 // An incomplete line: the state machine reads it from its start.
                 return i;
             };
