@@ -74,6 +74,12 @@
 //! compressor *outside* the layer, use [`not_sse`] in its predicate. An event stream that arrives
 //! compressed anyway passes through untouched with a `tracing` warning.
 //!
+//! The layer can compress event streams itself without delaying an event:
+//! [`SseLayer::compress`] (features `gzip`, `br`, `zstd`, all off by default) negotiates a coding
+//! from the client's `Accept-Encoding` and flushes the encoder every time the stream is about to
+//! wait, so every byte the client has received decodes at once (see the [`compress`] module for
+//! what each coding costs per stream).
+//!
 //! ## Retry hint, heartbeats and the framing scanner
 //!
 //! The layer writes a `retry:` line at the start of each stream and comment heartbeats while the
