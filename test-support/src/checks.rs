@@ -25,8 +25,8 @@ use tower_sse::fuzz_api::{LineEnd, Scanner, bom_prefix, fix_event_stream_headers
 use tower_sse::{CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
 
 use crate::header_rules;
-use crate::seed::{BodyInput, Options, Policy, RETRY_MS, ScannerInput, Step};
 use crate::seed::split;
+use crate::seed::{BodyInput, Options, Policy, RETRY_MS, ScannerInput, Step};
 use crate::sse_parser::{Parsed, Parser, parse};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -833,8 +833,10 @@ impl Relay {
         let after_cr = view.last() == Some(&b'\r');
         // After a CR, a line goes in only once the stream has used a lone CR as a line ending
         // (a CR followed by anything but LF): otherwise it would split a CRLF (I2).
-        let lone_cr_seen =
-            after_cr && view.windows(2).any(|pair| pair[0] == b'\r' && pair[1] != b'\n');
+        let lone_cr_seen = after_cr
+            && view
+                .windows(2)
+                .any(|pair| pair[0] == b'\r' && pair[1] != b'\n');
         match self.scanner.injection() {
             None => assert!(
                 !at_line_start || (after_cr && !lone_cr_seen),

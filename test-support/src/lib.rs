@@ -15,7 +15,12 @@
 //! links another copy of `tower-sse` through this crate: share only types that do not come from
 //! `tower-sse` with unit tests (the parser, [`script_body`], the helpers).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 pub mod bench_summary;
 pub mod checks;
