@@ -36,6 +36,8 @@ use tower_sse::resume::GiveUpReason;
 use tower_sse::{ResumeLayer, ResumeMetrics, SseLayer};
 
 type Chunk = Result<Frame<Bytes>, BoxError>;
+/// The `Last-Event-ID` of each request an upstream saw.
+type Seen = Arc<Mutex<Vec<Option<String>>>>;
 type Scripted = StreamBody<tokio_stream::Iter<std::vec::IntoIter<Chunk>>>;
 
 /// An event-stream response whose body is `chunks`.
@@ -273,7 +275,7 @@ fn answers(
     responses: Vec<Response<Scripted>>,
 ) -> (
     impl Service<Request<Full<Bytes>>, Response = Response<Scripted>, Error = Infallible> + Clone,
-    Arc<Mutex<Vec<Option<String>>>>,
+    Seen,
 ) {
     let queue = Arc::new(Mutex::new(responses.into_iter()));
     let seen = Arc::new(Mutex::new(Vec::new()));

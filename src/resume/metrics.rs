@@ -179,8 +179,9 @@ mod tests {
     #[test]
     fn clones_share_counters() {
         let metrics = ResumeMetrics::new();
-        metrics.clone().gave_up(GiveUpReason::NoContent);
-        metrics.clone().attempt();
+        let clone = metrics.clone();
+        clone.gave_up(GiveUpReason::NoContent);
+        clone.attempt();
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.gave_up(GiveUpReason::NoContent), 1);
         assert_eq!(snapshot.gave_up_total(), 1);
