@@ -9,6 +9,7 @@
 //!
 //! See FLEET.md at the repository root for the deployment shape, the settings and the figures.
 
+pub mod app;
 pub mod load;
 pub mod series;
 pub mod sim;

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tower_sse_fleet::app::{AppArgs, ProduceArgs, app, produce};
 use tower_sse_fleet::load::{LoadArgs, load};
 use tower_sse_fleet::simulate::{SimulateArgs, simulate};
 
@@ -22,12 +23,18 @@ enum Command {
     Simulate(SimulateArgs),
     /// Run spec-following EventSource clients against a URL (CSV of reconnects per 100 ms).
     Load(LoadArgs),
+    /// Serve the event log of a Redis Stream as SSE, from Last-Event-ID.
+    App(AppArgs),
+    /// Append a numbered event to the Redis Stream every interval.
+    Produce(ProduceArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
+        Command::App(args) => runtime().and_then(|rt| rt.block_on(app(args))),
+        Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce(args))),
         Command::Load(args) => {
             runtime().and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}")))
         }
