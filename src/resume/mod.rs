@@ -4,7 +4,7 @@
 //!
 //! When an upstream instance restarts, is redeployed or drops a connection, every client of it
 //! would reconnect: after `EventSource`'s fixed delay, all at once, each reconnect running
-//! authentication and routing again. [`ResumeLayer`](crate::ResumeLayer), around the service
+//! authentication and routing again. [`ResumeLayer`], around the service
 //! that talks to the upstream, absorbs the failure instead: the client's response stays open and
 //! the events go on.
 //!
@@ -65,7 +65,7 @@
 //!
 //! # Observability
 //!
-//! [`ResumeMetrics`](crate::ResumeMetrics) counts watched streams, interruptions, requests sent
+//! [`ResumeMetrics`] counts watched streams, interruptions, requests sent
 //! again, splices and give-ups by [`GiveUpReason`]. Each splice and each give-up is a `tracing`
 //! event (target `tower_sse::resume`) with the last event id, the wait, the attempt and the
 //! outcome; each failed attempt is a debug event.
