@@ -11,7 +11,11 @@
 //! over the frames: a few hundred ns / 10,000). Cases:
 //!
 //! - `sse`: `text/event-stream`, baseline / `SseLayer::new()` / `SseLayer::new().slow_client(..)`
-//!   (the pump task runs on the same current-thread runtime as the consumer);
+//!   (the pump task runs on the same current-thread runtime as the consumer); every frame is
+//!   ready at once, so the layer hands them on merged (a few 32 KiB frames: one copy per byte,
+//!   far fewer frames for hyper to write);
+//! - `sse_paced`: the same with one `Pending` before each frame (woken at once), so nothing is
+//!   ready to merge: the layer's cost per frame passed on as it is;
 //! - `json`: `application/json`, baseline / `SseLayer::new()` (passthrough).
 //!
 //! After the criterion run, a table prints ns per frame and the overhead per frame.
@@ -24,7 +28,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use criterion::{Criterion, Throughput};
 use http::{Request, Response, header};
 use http_body::{Body, Frame};
@@ -40,10 +44,14 @@ const N: usize = 10_000;
 const EVENT: &[u8; 100] =
     b"data: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":300,\"venue\":\"XNYS\",\"pad\":\"xxxxx\"}\n\n";
 
-/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
+/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame). When
+/// `paced`, every frame is preceded by one `Pending` (the task woken at once), as when a producer
+/// hands over one event at a time: nothing is ready to merge.
 #[derive(Debug)]
 struct Frames {
     left: usize,
+    paced: bool,
+    waited: bool,
 }
 
 impl Body for Frames {
@@ -52,11 +60,17 @@ impl Body for Frames {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.left == 0 {
             return Poll::Ready(None);
         }
+        if self.paced && !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.waited = false;
         self.left -= 1;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
     }
@@ -69,9 +83,14 @@ impl Body for Frames {
 /// The inner service: a response of `N` frames with the given content type.
 fn inner(
     content_type: &'static str,
+    paced: bool,
 ) -> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
     service_fn(move |_: Request<Empty<Bytes>>| async move {
-        let mut response = Response::new(Frames { left: N });
+        let mut response = Response::new(Frames {
+            left: N,
+            paced,
+            waited: false,
+        });
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(content_type),
@@ -88,8 +107,9 @@ fn request() -> Request<Empty<Bytes>> {
         .unwrap()
 }
 
-/// One request through `service`, its body polled to the end; returns the frames seen.
-async fn drain<S, B>(service: S) -> usize
+/// One request through `service`, its body polled to the end; returns the frames and the data
+/// bytes seen.
+async fn drain<S, B>(service: S) -> (usize, usize)
 where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
@@ -97,12 +117,13 @@ where
     B::Error: std::fmt::Debug,
 {
     let mut body = service.oneshot(request()).await.unwrap().into_body();
-    let mut frames = 0;
+    let (mut frames, mut bytes) = (0, 0);
     while let Some(frame) = body.frame().await {
-        black_box(frame.unwrap());
+        let frame = black_box(frame.unwrap());
         frames += 1;
+        bytes += frame.data_ref().map_or(0, Buf::remaining);
     }
-    frames
+    (frames, bytes)
 }
 
 /// Times `iters` streams through clones of `service` on `runtime`.
@@ -116,8 +137,8 @@ where
     runtime.block_on(async {
         let start = Instant::now();
         for _ in 0..iters {
-            let frames = drain(service.clone()).await;
-            debug_assert!(frames >= N);
+            let (_, bytes) = drain(service.clone()).await;
+            debug_assert!(bytes >= N * EVENT.len());
         }
         start.elapsed()
     })
@@ -129,18 +150,22 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    // The bodies are what the benchmark says they are.
-    let sse = SseLayer::new().layer(inner("text/event-stream"));
-    assert_eq!(runtime.block_on(drain(sse.clone())), N + 1); // + the `retry:` line
+    // The bodies are what the benchmark says they are: all frames ready at once are merged
+    // into a few large ones; paced frames pass one by one (+ the `retry:` line).
+    let sse = SseLayer::new().layer(inner("text/event-stream", false));
+    let (frames, bytes) = runtime.block_on(drain(sse.clone()));
+    assert!(frames < N / 100 && bytes == N * EVENT.len() + "retry: 3000\n".len());
+    let paced = SseLayer::new().layer(inner("text/event-stream", true));
+    assert_eq!(runtime.block_on(drain(paced.clone())).0, N + 1);
     let buffered = SseLayer::new()
         .slow_client(SlowClient::new())
-        .layer(inner("text/event-stream"));
-    let json = SseLayer::new().layer(inner("application/json"));
-    assert_eq!(runtime.block_on(drain(json.clone())), N);
+        .layer(inner("text/event-stream", false));
+    let json = SseLayer::new().layer(inner("application/json", false));
+    assert_eq!(runtime.block_on(drain(json.clone())).0, N);
 
     let mut group = c.benchmark_group("body_sse");
     group.throughput(Throughput::Elements(N as u64));
-    let bare = inner("text/event-stream");
+    let bare = inner("text/event-stream", false);
     group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
     group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
     group.bench_function("layer_slow_client", |b| {
@@ -148,9 +173,16 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
+    let mut group = c.benchmark_group("body_sse_paced");
+    group.throughput(Throughput::Elements(N as u64));
+    let bare = inner("text/event-stream", true);
+    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
+    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &paced, i)));
+    group.finish();
+
     let mut group = c.benchmark_group("body_json");
     group.throughput(Throughput::Elements(N as u64));
-    let bare = inner("application/json");
+    let bare = inner("application/json", false);
     group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
     group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &json, i)));
     group.finish();
@@ -171,6 +203,7 @@ fn main() {
     );
     for (group, cases) in [
         ("body_sse", &["layer", "layer_slow_client"][..]),
+        ("body_sse_paced", &["layer"][..]),
         ("body_json", &["layer"][..]),
     ] {
         let Some(base) = bench_summary::median_ns(group, "inner", started) else {
