@@ -14,8 +14,9 @@
 //!   (the pump task runs on the same current-thread runtime as the consumer); every frame is
 //!   ready at once, so the layer hands them on merged (a few 32 KiB frames: one copy per byte,
 //!   far fewer frames for hyper to write);
-//! - `sse_paced`: the same with one `Pending` before each frame (woken at once), so nothing is
-//!   ready to merge: the layer's cost per frame passed on as it is;
+//! - `sse_paced`: the events come from a producer task through a one-slot channel, one at a
+//!   time (the producer yields after each): mostly nothing is ready to merge, and the layer pays
+//!   one extra poll of the inner body per frame to find that out;
 //! - `json`: `application/json`, baseline / `SseLayer::new()` (passthrough).
 //!
 //! After the criterion run, a table prints ns per frame and the overhead per frame.
@@ -30,10 +31,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
 use criterion::{Criterion, Throughput};
+use futures_util::StreamExt;
 use http::{Request, Response, header};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, StreamBody};
 use tokio::runtime::Runtime;
+use tokio_stream::wrappers::ReceiverStream;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_sse::{SlowClient, SseLayer};
 use tower_sse_test_support::bench_summary;
@@ -44,14 +47,10 @@ const N: usize = 10_000;
 const EVENT: &[u8; 100] =
     b"data: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":300,\"venue\":\"XNYS\",\"pad\":\"xxxxx\"}\n\n";
 
-/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame). When
-/// `paced`, every frame is preceded by one `Pending` (the task woken at once), as when a producer
-/// hands over one event at a time: nothing is ready to merge.
+/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
 #[derive(Debug)]
 struct Frames {
     left: usize,
-    paced: bool,
-    waited: bool,
 }
 
 impl Body for Frames {
@@ -60,17 +59,11 @@ impl Body for Frames {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.left == 0 {
             return Poll::Ready(None);
         }
-        if self.paced && !self.waited {
-            self.waited = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.waited = false;
         self.left -= 1;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
     }
@@ -83,17 +76,41 @@ impl Body for Frames {
 /// The inner service: a response of `N` frames with the given content type.
 fn inner(
     content_type: &'static str,
-    paced: bool,
 ) -> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
     service_fn(move |_: Request<Empty<Bytes>>| async move {
-        let mut response = Response::new(Frames {
-            left: N,
-            paced,
-            waited: false,
-        });
+        let mut response = Response::new(Frames { left: N });
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(content_type),
+        );
+        Ok::<_, Infallible>(response)
+    })
+}
+
+/// A body fed one frame at a time by a producer task through a channel of one slot, the
+/// producer yielding after each send: the consumer mostly finds one frame ready, then `Pending`.
+type Paced = StreamBody<
+    futures_util::stream::Map<ReceiverStream<Bytes>, fn(Bytes) -> Result<Frame<Bytes>, Infallible>>,
+>;
+
+/// The inner service with a [`Paced`] body of `N` events.
+fn paced_inner()
+-> impl Service<Request<Empty<Bytes>>, Response = Response<Paced>, Error = Infallible> + Clone {
+    service_fn(|_: Request<Empty<Bytes>>| async {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..N {
+                if tx.send(Bytes::from_static(EVENT)).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let frames: fn(Bytes) -> Result<Frame<Bytes>, Infallible> = |data| Ok(Frame::data(data));
+        let mut response = Response::new(StreamBody::new(ReceiverStream::new(rx).map(frames)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
         );
         Ok::<_, Infallible>(response)
     })
@@ -152,20 +169,21 @@ fn benches(c: &mut Criterion) {
 
     // The bodies are what the benchmark says they are: all frames ready at once are merged
     // into a few large ones; paced frames pass one by one (+ the `retry:` line).
-    let sse = SseLayer::new().layer(inner("text/event-stream", false));
+    let sse = SseLayer::new().layer(inner("text/event-stream"));
     let (frames, bytes) = runtime.block_on(drain(sse.clone()));
     assert!(frames < N / 100 && bytes == N * EVENT.len() + "retry: 3000\n".len());
-    let paced = SseLayer::new().layer(inner("text/event-stream", true));
-    assert_eq!(runtime.block_on(drain(paced.clone())).0, N + 1);
+    let paced = SseLayer::new().layer(paced_inner());
+    let (frames, bytes) = runtime.block_on(drain(paced.clone()));
+    assert!(frames > N / 2 && bytes == N * EVENT.len() + "retry: 3000\n".len());
     let buffered = SseLayer::new()
         .slow_client(SlowClient::new())
-        .layer(inner("text/event-stream", false));
-    let json = SseLayer::new().layer(inner("application/json", false));
+        .layer(inner("text/event-stream"));
+    let json = SseLayer::new().layer(inner("application/json"));
     assert_eq!(runtime.block_on(drain(json.clone())).0, N);
 
     let mut group = c.benchmark_group("body_sse");
     group.throughput(Throughput::Elements(N as u64));
-    let bare = inner("text/event-stream", false);
+    let bare = inner("text/event-stream");
     group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
     group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
     group.bench_function("layer_slow_client", |b| {
@@ -175,14 +193,14 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("body_sse_paced");
     group.throughput(Throughput::Elements(N as u64));
-    let bare = inner("text/event-stream", true);
+    let bare = paced_inner();
     group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
     group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &paced, i)));
     group.finish();
 
     let mut group = c.benchmark_group("body_json");
     group.throughput(Throughput::Elements(N as u64));
-    let bare = inner("application/json", false);
+    let bare = inner("application/json");
     group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
     group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &json, i)));
     group.finish();
