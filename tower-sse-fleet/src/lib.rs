@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod load;
+pub mod plot;
 pub mod series;
 pub mod sim;
 pub mod simulate;

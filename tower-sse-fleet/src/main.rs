@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tower_sse_fleet::app::{AppArgs, ProduceArgs, app, produce};
 use tower_sse_fleet::load::{LoadArgs, load};
+use tower_sse_fleet::plot::{PlotArgs, plot};
 use tower_sse_fleet::simulate::{SimulateArgs, simulate};
 
 /// Reconnect storms across a fleet of SSE instances, simulated and measured.
@@ -27,6 +28,8 @@ enum Command {
     App(AppArgs),
     /// Append a numbered event to the Redis Stream every interval.
     Produce(ProduceArgs),
+    /// Plot reconnects per second over time from CSV files as a PNG.
+    Plot(PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(&args),
         Command::App(args) => runtime().and_then(|rt| rt.block_on(app(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce(args))),
+        Command::Plot(args) => plot(&args),
         Command::Load(args) => {
             runtime().and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}")))
         }
