@@ -1,6 +1,6 @@
 //! Loopback load benchmark: bare hyper vs `tower-sse` vs axum's `Sse`, in one process.
 //!
-//! Run with: `cargo run --release --example loadgen -- [--quick]`
+//! Run with: `cargo bench --bench loadgen -- [--quick]`
 //!
 //! There is nothing to `curl`: the servers listen on ephemeral ports of 127.0.0.1 for the
 //! duration of the run, and the clients are in the same process (raw `TcpStream`s speaking
