@@ -8,7 +8,7 @@
 //! that polls the inner body independently of the client and fills a queue bounded in bytes,
 //! holding frames split at event boundaries (never copied). When the client accepts no bytes for
 //! [`SlowClient::timeout`] while bytes are waiting (or a heartbeat is due), the stream is ended
-//! with [`CloseReason::SlowClient`]: the inner body and the queue
+//! with [`CloseReason::SlowClient`](crate::CloseReason::SlowClient): the inner body and the queue
 //! are dropped at once, so the producer sees the client gone. What happens when the queue is full
 //! depends on the [`SlowClientPolicy`].
 //!
