@@ -8,6 +8,8 @@
 //! - [`header_rules`]: assertions over an event stream's fixed response headers;
 //! - [`bench_summary`]: reads back criterion's results for the benches' tables;
 //! - [`grpc`] (feature `grpc`, on by default): a `String` codec for tonic;
+//! - [`loopback`] (feature `loopback`, on by default): servers on `127.0.0.1:0`, raw and hyper
+//!   clients, for the integration tests;
 //! - [`events_of`], [`split_wrapping`], [`eventually`], [`rss_bytes`]: small helpers.
 //!
 //! It depends on `tower-sse` itself (as h2-support depends on h2), with the hidden, unstable
@@ -27,6 +29,8 @@ pub mod checks;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod header_rules;
+#[cfg(feature = "loopback")]
+pub mod loopback;
 pub mod script_body;
 pub mod seed;
 pub mod sse_parser;
