@@ -815,6 +815,8 @@ struct Relay {
     upstream_started: bool,
     /// A line was injected before the upstream's first byte.
     injected_first: bool,
+    /// The output holds a lone CR (a CR followed by anything but LF).
+    lone_cr: bool,
     /// The reference parser over the upstream fed so far.
     parser: Parser,
     counted: u64,
@@ -833,10 +835,7 @@ impl Relay {
         let after_cr = view.last() == Some(&b'\r');
         // After a CR, a line goes in only once the stream has used a lone CR as a line ending
         // (a CR followed by anything but LF): otherwise it would split a CRLF (I2).
-        let lone_cr_seen = after_cr
-            && view
-                .windows(2)
-                .any(|pair| pair[0] == b'\r' && pair[1] != b'\n');
+        let lone_cr_seen = after_cr && self.lone_cr;
         match self.scanner.injection() {
             None => assert!(
                 !at_line_start || (after_cr && !lone_cr_seen),
@@ -860,7 +859,7 @@ impl Relay {
                     "I2: injected line ends with {end:?} after {:?}",
                     String::from_utf8_lossy(&self.out)
                 );
-                self.out.extend_from_slice(match end {
+                self.write(match end {
                     LineEnd::Lf => HEARTBEAT_LF,
                     LineEnd::Cr => HEARTBEAT_CR,
                 });
@@ -918,7 +917,21 @@ impl Relay {
     }
 
     fn push_upstream(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        self.write(bytes);
         self.upstream.extend_from_slice(bytes);
+    }
+
+    /// Appends to the output, noting a CR followed by anything but LF: kept as a flag instead of
+    /// scanning the output at every injection. (The output's pairs are the client's view's, plus
+    /// pairs inside or after a leading BOM, which start with no CR.)
+    fn write(&mut self, bytes: &[u8]) {
+        let Some(&first) = bytes.first() else {
+            return;
+        };
+        self.lone_cr |= self.out.last() == Some(&b'\r') && first != b'\n';
+        self.lone_cr |= bytes
+            .windows(2)
+            .any(|pair| pair[0] == b'\r' && pair[1] != b'\n');
+        self.out.extend_from_slice(bytes);
     }
 }
