@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tower_sse_fleet::app::{AppArgs, ProduceArgs, app, produce};
 use tower_sse_fleet::load::{LoadArgs, load};
 use tower_sse_fleet::plot::{PlotArgs, plot};
-use tower_sse_fleet::simulate::{SimulateArgs, simulate};
+use tower_sse_fleet::simulate::{PeaksArgs, SimulateArgs, peaks, simulate};
 
 /// Reconnect storms across a fleet of SSE instances, simulated and measured.
 #[derive(Debug, Parser)]
@@ -30,6 +30,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Plot reconnects per second over time from CSV files as a PNG.
     Plot(PlotArgs),
+    /// Print the peak of every column of CSV files of reconnects.
+    Peaks(PeaksArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::App(args) => runtime().and_then(|rt| rt.block_on(app(args))),
         Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce(args))),
         Command::Plot(args) => plot(&args),
+        Command::Peaks(args) => peaks(&args),
         Command::Load(args) => {
             runtime().and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}")))
         }

@@ -171,6 +171,41 @@ pub fn ratio(with: u32, without: u32) -> String {
     }
 }
 
+/// The options of `peaks`, parsed once from the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeaksArgs {
+    /// Only buckets from this second on.
+    #[arg(long, default_value_t = 0.0)]
+    pub from: f64,
+    /// CSV files (every column of each).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Prints the peak of every column of every file: per 100 ms, per second, and when.
+///
+/// # Errors
+///
+/// When a file cannot be read or parsed.
+pub fn peaks(args: &PeaksArgs) -> Result<(), String> {
+    println!("| file | column | peak (/s) | at (s) | total |");
+    println!("|---|---|---|---|---|");
+    for file in &args.files {
+        let table = Table::read(file)?;
+        for (name, counts) in table.names.iter().zip(&table.columns) {
+            let p = peak(counts, args.from);
+            let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+            println!(
+                "| {} | {name} | {} | {:.1} | {total} |",
+                file.display(),
+                p.per_second(),
+                p.at_s
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
