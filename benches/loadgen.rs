@@ -27,12 +27,14 @@
 //!   idle streams per variant (`heartbeat(100 ms)` for `tower-sse`, `KeepAlive::interval(100
 //!   ms)` for axum, nothing for bare), `VmRSS` before/after opening them, every stream held open
 //!   to the end of the phase so that each measurement gets fresh pages; minus bare's;
-//! - idle: the same streams, one variant at a time: CPU over a window from the threads'
-//!   schedstat (and `utime`+`stime`), per heartbeat received, per second, and scaled to 10,000
-//!   streams.
+//! - idle: 10,000 idle streams (2,000 with `--quick`), one variant at a time, their clients in a
+//!   child process (this binary re-executed with `--idle-child ADDR N`): the servers' CPU over a
+//!   window from the threads' schedstat (and `utime`+`stime`), per heartbeat received, per
+//!   second.
 //!
-//! The number of streams is sized from `RLIMIT_NOFILE` (read from `/proc/self/limits`): each
-//! stream holds two descriptors.
+//! The number of streams is bounded by `RLIMIT_NOFILE` (read from `/proc/self/limits`): a stream
+//! of the memory phase holds two descriptors here, one of the idle phase one here and one in the
+//! child.
 //!
 //! Bounded: about 2.5 minutes in full, 35 s with `--quick`; a watchdog ends the process if a
 //! phase hangs. Only 127.0.0.1 is used. `--only memory,firehose,paced,idle` and `--variant
@@ -108,7 +110,7 @@ impl Plan {
                 batch_rounds: 2,
                 paced_clients: 16,
                 paced_window: Duration::from_millis(400),
-                idle_streams: 1000,
+                idle_streams: 2000,
                 idle_window: Duration::from_millis(500),
                 memory_rounds: 1,
                 memory_streams: 1000,
@@ -124,7 +126,7 @@ impl Plan {
                 batch_rounds: 5,
                 paced_clients: 16,
                 paced_window: Duration::from_millis(1200),
-                idle_streams: 2000,
+                idle_streams: 10_000,
                 idle_window: Duration::from_millis(1500),
                 memory_rounds: 2,
                 memory_streams: 1000,
@@ -132,12 +134,13 @@ impl Plan {
                 deadline: Duration::from_secs(240),
             }
         };
-        // The CPU phase holds one variant's streams at a time; the memory phase holds every
-        // stream it opens until its end.
+        // The CPU phase holds one variant's streams at a time, their clients in a child process
+        // (one descriptor here per stream); the memory phase holds every stream it opens until
+        // its end, both ends in this process.
         let streams = descriptors / 2;
         let memory_total = plan.memory_rounds * VARIANTS.len();
         Self {
-            idle_streams: plan.idle_streams.min(streams),
+            idle_streams: plan.idle_streams.min(descriptors),
             memory_streams: plan.memory_streams.min(streams / memory_total),
             ..plan
         }
@@ -596,14 +599,14 @@ struct IdleStreams {
 
 /// Opens `n` idle streams on `server` (128 at a time) and waits until their heads arrived and
 /// their first heartbeats went by.
-async fn open_idle(server: &Server, n: usize) -> IdleStreams {
+async fn open_idle(addr: SocketAddr, n: usize) -> IdleStreams {
     let permits = Arc::new(Semaphore::new(128));
     let opened = Arc::new(AtomicUsize::new(0));
     let heartbeats = Arc::new(AtomicU64::new(0));
     let mut clients = JoinSet::new();
     for _ in 0..n {
         clients.spawn(idle_client(
-            server.addr,
+            addr,
             Arc::clone(&permits),
             Arc::clone(&opened),
             Arc::clone(&heartbeats),
@@ -632,23 +635,84 @@ struct IdleCpu {
     heartbeats_per_s: f64,
 }
 
-/// CPU of `plan.idle_streams` idle streams of `server` over `plan.idle_window`.
+/// CPU of `plan.idle_streams` idle streams of `server` over `plan.idle_window`: the clients run
+/// in a child process, the CPU measured is this process's (the servers) alone.
 async fn idle_cpu(server: &Server, plan: &Plan) -> IdleCpu {
-    let mut streams = open_idle(server, plan.idle_streams).await;
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().unwrap();
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--idle-child")
+        .arg(server.addr.to_string())
+        .arg(plan.idle_streams.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The child says `open N` once its streams are open, then `hb COUNT` for every line it gets.
+    let opened: usize = from_child
+        .next_line()
+        .await
+        .unwrap()
+        .and_then(|line| line.strip_prefix("open ")?.parse().ok())
+        .unwrap_or(0);
+    let mut ask = async || -> u64 {
+        to_child.write_all(b"hb\n").await.unwrap();
+        let line = from_child.next_line().await.unwrap().unwrap_or_default();
+        line.strip_prefix("hb ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // Past the first heartbeats: every timer armed, every stream in its steady state.
+    tokio::time::sleep(HEARTBEAT * 3).await;
+    let h0 = ask().await;
     let (cpu0, stat0) = cpu_ns();
-    let (h0, t0) = (streams.heartbeats.load(Ordering::Relaxed), Instant::now());
+    let t0 = Instant::now();
     tokio::time::sleep(plan.idle_window).await;
     let (cpu1, stat1) = cpu_ns();
-    let (h1, t1) = (streams.heartbeats.load(Ordering::Relaxed), Instant::now());
-    streams.clients.shutdown().await;
+    let t1 = Instant::now();
+    let h1 = ask().await;
+    drop(to_child);
+    let _ = child.wait().await;
     server.cut_all().await;
     let secs = (t1 - t0).as_secs_f64();
     IdleCpu {
-        streams: streams.opened,
+        streams: opened,
         cpu_cores: (cpu1 - cpu0) as f64 / 1e9 / secs,
         cpu_cores_stat: (stat1 - stat0) as f64 / 1e9 / secs,
         heartbeats_per_s: (h1 - h0) as f64 / secs,
     }
+}
+
+/// The child side of [`idle_cpu`]: opens `n` idle streams on `addr`, prints `open N` when they
+/// are open, answers each `hb` line on stdin with `hb COUNT` (heartbeats received so far), and
+/// exits when stdin closes.
+fn idle_child(addr: SocketAddr, n: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        use tokio::io::AsyncBufReadExt;
+        let streams = open_idle(addr, n).await;
+        let mut out = tokio::io::stdout();
+        out.write_all(format!("open {}\n", streams.opened).as_bytes())
+            .await
+            .unwrap();
+        out.flush().await.unwrap();
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {
+            let count = streams.heartbeats.load(Ordering::Relaxed);
+            out.write_all(format!("hb {count}\n").as_bytes())
+                .await
+                .unwrap();
+            out.flush().await.unwrap();
+        }
+    });
+    runtime.shutdown_background();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -722,6 +786,19 @@ impl Select {
 }
 
 fn main() {
+    // The idle phase's clients run in a child process (this binary, re-executed), so that the
+    // server gets this process's descriptors and its CPU is measured alone.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--idle-child") {
+        let addr = args.get(at + 1).and_then(|a| a.parse().ok());
+        let n = args.get(at + 2).and_then(|n| n.parse().ok());
+        let (Some(addr), Some(n)) = (addr, n) else {
+            eprintln!("loadgen: --idle-child ADDR STREAMS");
+            std::process::exit(2);
+        };
+        idle_child(addr, n);
+        return;
+    }
     // Every variant sends the same event bytes.
     assert_eq!(EVENT, format!("data: {PAYLOAD}\n\n").as_bytes());
     assert_eq!(EVENT.len(), 100);
@@ -837,7 +914,7 @@ async fn memory(plan: &Plan, select: &Select) {
         for v in order {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let before = tower_sse_test_support::rss_bytes().unwrap_or(0);
-            let streams = open_idle(&set[v], plan.memory_streams).await;
+            let streams = open_idle(set[v].addr, plan.memory_streams).await;
             let after = tower_sse_test_support::rss_bytes().unwrap_or(0);
             per_stream[v] = (after as f64 - before as f64) / streams.opened.max(1) as f64;
             opened[v] = streams.opened;
@@ -942,8 +1019,8 @@ fn report_idle(plan: &Plan, rounds: &[[IdleCpu; 4]]) {
     let streams = med(rounds, 0, |r| r.streams as f64);
     println!(
         "\nidle: {streams:.0} streams per variant (HTTP/1.1, one connection each), heartbeat / \
-         keep-alive {HEARTBEAT:?} (bare: none), {:?} CPU window; CPU of the whole process \
-         (server and clients)",
+         keep-alive {HEARTBEAT:?} (bare: none), {:?} CPU window; CPU of the servers' process \
+         (the clients run in a child process)",
         plan.idle_window
     );
     println!(
