@@ -1,4 +1,4 @@
-//! Run with: cargo bench -p tower-sse-proxy --bench vs_nginx -- [--streams 4000] [--firehose-mib 512]
+//! Run with: cargo bench -p tower-sse-proxy --bench vs_nginx -- [--streams 4000] [--firehose-mib 512] [--proxy-arg ARG]...
 //!
 //! The proxy and Debian's nginx (`/usr/sbin/nginx`, configured for SSE: `proxy_buffering off`,
 //! `proxy_http_version 1.1`, `Connection ""`, a long read timeout, `worker_processes auto`,
@@ -233,15 +233,27 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-async fn start_proxy(upstream: SocketAddr) -> Target {
+async fn start_proxy(upstream: SocketAddr, extra: &[String]) -> Target {
     let addr = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tower-sse-proxy"))
+    // BENCH_PROXY_WRAPPER=heaptrack runs the proxy under a profiler (its RSS is then not the
+    // proxy's alone).
+    let binary = env!("CARGO_BIN_EXE_tower-sse-proxy");
+    let mut command = match std::env::var("BENCH_PROXY_WRAPPER") {
+        Ok(wrapper) => {
+            let mut command = Command::new(wrapper);
+            command.arg(binary);
+            command
+        }
+        Err(_) => Command::new(binary),
+    };
+    let child = command
         .args([
             "--listen",
             &addr.to_string(),
             "--upstream",
             &format!("http://{upstream}"),
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -430,10 +442,12 @@ async fn measure(target: &Target, streams: usize, mib: u64, baseline: &[u64]) ->
 fn main() {
     let mut streams = 4000;
     let mut mib = 512;
+    let mut extra = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--streams" => streams = args.next().and_then(|v| v.parse().ok()).unwrap_or(streams),
+            "--proxy-arg" => extra.extend(args.next()),
             "--firehose-mib" => mib = args.next().and_then(|v| v.parse().ok()).unwrap_or(mib),
             _ => {} // cargo bench passes --bench
         }
@@ -452,7 +466,7 @@ fn main() {
             percentile(&baseline, 0.5),
             percentile(&baseline, 0.99)
         );
-        let proxy = start_proxy(upstream).await;
+        let proxy = start_proxy(upstream, &extra).await;
         let ours = measure(&proxy, streams, mib, &baseline).await;
         drop(proxy);
         let Some(nginx) = start_nginx(upstream).await else {
