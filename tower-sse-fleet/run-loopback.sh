@@ -43,6 +43,10 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 # Every process this script starts is listed here and ended on exit.
 PIDS=()
 cleanup() {
+  local status=$?
+  if ((status != 0)); then
+    for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "== $f"; tail -5 "$f"; }; done
+  fi
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -85,7 +89,8 @@ start_app 1
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
-    maxconn 40000
+    # Two sessions per client (front and app side), two descriptors each: fits a 20,000 fd limit.
+    maxconn 9000
 defaults
     mode http
     timeout connect 1s

@@ -358,6 +358,7 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
     }
     let end = zero + args.duration;
     tokio::time::sleep_until(end.into()).await;
+    let open = shared.open.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let mut total = Tally::default();
     while let Some(result) = tasks.join_next().await {
@@ -370,7 +371,7 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
         reconnects: shared.reconnects.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
         errors: shared.errors.load(Ordering::Relaxed),
-        open: shared.open.load(Ordering::Relaxed),
+        open,
         tally: total,
     };
     if let Some(path) = &args.csv {

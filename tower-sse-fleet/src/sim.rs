@@ -208,6 +208,10 @@ pub struct Fleet {
     pub connect_latency: Duration,
     /// How long the run lasts.
     pub duration: Duration,
+    /// From a stream's end until its client notices, at least (a loaded machine's delay).
+    pub close_delay: Duration,
+    /// Plus a uniformly random amount of at most this.
+    pub close_spread: Duration,
     /// The random seed.
     pub seed: u64,
 }
@@ -549,7 +553,9 @@ impl World {
         if let Some(open) = self.open.get_mut(Self::index(instance)) {
             *open = open.saturating_sub(1);
         }
-        self.push(now + wait, Event::Connect { client });
+        let noticed =
+            us(self.fleet.close_delay) + fraction_of(us(self.fleet.close_spread), &mut self.rng);
+        self.push(now + noticed + wait, Event::Connect { client });
     }
 
     fn drain(&mut self, now: u64, instance: u32) {
@@ -680,6 +686,8 @@ mod tests {
             capacity: 0,
             ramp: Duration::from_secs(2),
             connect_latency: Duration::ZERO,
+            close_delay: Duration::ZERO,
+            close_spread: Duration::ZERO,
             duration: Duration::from_secs(seconds),
             seed: 7,
         }
@@ -862,6 +870,25 @@ mod tests {
             },
         );
         assert!(outcome.open_per_instance.iter().all(|&n| n == 5000));
+    }
+
+    #[test]
+    fn a_slow_notice_of_the_close_delays_and_spreads_the_storm() {
+        let mut shape = fleet(4, 4000, 20);
+        shape.close_delay = Duration::from_millis(500);
+        shape.close_spread = Duration::from_millis(1000);
+        let outcome = run(
+            shape,
+            Settings::without(),
+            Scenario::InstanceLoss {
+                at: Duration::from_secs(5),
+                down: Duration::from_secs(5),
+            },
+        );
+        let times = reconnect_times(&outcome);
+        // Kill at 5 s, 3 s hint, noticed 0.5–1.5 s later: buckets 85..=95, ~100 each.
+        assert!(times.iter().all(|&b| (85..=95).contains(&b)), "{times:?}");
+        assert!(outcome.peak_from(Duration::ZERO).1 < 200, "{outcome}");
     }
 
     #[test]

@@ -52,6 +52,13 @@ pub struct SimulateArgs {
     /// From a connection attempt until the stream is open.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     pub connect_latency: Duration,
+    /// From a stream's end until its client notices it, at least (calibration: a loaded
+    /// machine's delay; 0 for the ideal fleet).
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub close_delay: Duration,
+    /// Plus a uniformly random amount of at most this.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub close_spread: Duration,
     /// The random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -124,6 +131,8 @@ pub fn simulate(args: &SimulateArgs) -> Result<(), String> {
             capacity: args.capacity,
             ramp: args.ramp,
             connect_latency: args.connect_latency,
+            close_delay: args.close_delay,
+            close_spread: args.close_spread,
             duration,
             seed: args.seed,
         };
