@@ -20,7 +20,7 @@ for target in "${targets[@]}"; do
     {
         echo "== $target: exit $rc, $(( end - start )) s wall, started $(date -u -d "@$start" +%FT%TZ)"
         grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added|stat::peak_rss_mb)' "$log"
-        grep -E '#[0-9]+ +DONE' "$log" | tail -n 1
+        grep -P '\tDONE ' "$log" | tail -n 1
         grep -E 'SUMMARY|panicked|crash-|deadly signal' "$log" | head -n 5
         ls "artifacts/$target" 2>/dev/null | head -n 5
     } >> campaign.log
