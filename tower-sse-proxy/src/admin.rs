@@ -20,7 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tower_sse::{CloseReason, SseMetrics, SseShutdown};
+use tower_sse::resume::{GiveUpReason, ResumeSnapshot};
+use tower_sse::{CloseReason, ResumeMetrics, SseMetrics, SseShutdown};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -32,6 +33,7 @@ struct Inner {
     requests: Family<Labels, Counter>,
     upstream_errors: Family<Labels, Counter>,
     streams: Arc<Mutex<BTreeMap<String, SseMetrics>>>,
+    resume: Arc<Mutex<BTreeMap<String, ResumeMetrics>>>,
     registry: Registry,
 }
 
@@ -59,10 +61,13 @@ impl Stats {
             upstream_errors.clone(),
         );
         registry.register_collector(Box::new(StreamCollector(Arc::clone(&streams))));
+        let resume = Arc::new(Mutex::new(BTreeMap::new()));
+        registry.register_collector(Box::new(ResumeCollector(Arc::clone(&resume))));
         Self(Arc::new(Inner {
             requests,
             upstream_errors,
             streams,
+            resume,
             registry,
         }))
     }
@@ -75,6 +80,13 @@ impl Stats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         streams.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// The resume counters of route `name` (a route with resume on): the same handle across
+    /// reloads.
+    pub(crate) fn route_resume(&self, name: &str) -> ResumeMetrics {
+        let mut resume = self.0.resume.lock().unwrap_or_else(PoisonError::into_inner);
+        resume.entry(name.to_owned()).or_default().clone()
     }
 
     /// Counts a request answered with `status`.
@@ -193,6 +205,69 @@ impl Collector for StreamCollector {
                     ("reason", reason.as_str().to_owned()),
                 ];
                 ConstCounter::new(snapshot.closed(reason))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the [`ResumeMetrics`] of every route with resume on at scrape time.
+#[derive(Debug)]
+struct ResumeCollector(Arc<Mutex<BTreeMap<String, ResumeMetrics>>>);
+
+impl Collector for ResumeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<(String, ResumeSnapshot)> = {
+            let resume = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            resume
+                .iter()
+                .map(|(route, metrics)| (route.clone(), metrics.snapshot()))
+                .collect()
+        };
+        type Pick = fn(&ResumeSnapshot) -> u64;
+        let counters: [(&str, &str, Pick); 4] = [
+            (
+                "tower_sse_resume_streams",
+                "Upstream event streams watched for resume (GET or HEAD without a body)",
+                |s| s.streams,
+            ),
+            (
+                "tower_sse_resume_interrupted",
+                "Watched upstream streams that failed (or ended, with resume-on-end)",
+                |s| s.interrupted,
+            ),
+            (
+                "tower_sse_resume_attempts",
+                "Requests sent to the upstream again with Last-Event-ID",
+                |s| s.attempts,
+            ),
+            (
+                "tower_sse_resumed",
+                "New upstream responses spliced into a client's open stream",
+                |s| s.resumed,
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, snapshot) in &snapshots {
+                let labels: Labels = vec![("route", route.clone())];
+                ConstCounter::new(pick(snapshot)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "tower_sse_resume_given_up",
+            "Resumes given up, by reason (no_id, too_large, attempts, no_content)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, snapshot) in &snapshots {
+            for reason in GiveUpReason::ALL {
+                let labels: Labels = vec![
+                    ("route", route.clone()),
+                    ("reason", reason.as_str().to_owned()),
+                ];
+                ConstCounter::new(snapshot.gave_up(reason))
                     .encode(family.encode_family(&labels)?)?;
             }
         }

@@ -141,6 +141,24 @@ pub(crate) struct StreamArgs {
     /// Forward the client's Accept-Encoding on event-stream requests as is.
     #[arg(long)]
     pub(crate) no_compression_bypass: bool,
+    /// When an upstream event stream of a GET fails (connection reset, truncated body), ask
+    /// again with Last-Event-ID after the upstream's retry (or --retry), jittered, and splice
+    /// the new events into the client's open response: the client never reconnects.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Resume an upstream event stream that ends cleanly too, for upstreams whose streams are
+    /// meant to be endless (turns --resume on).
+    #[arg(long)]
+    pub(crate) resume_on_end: bool,
+    /// Requests per interruption before the client's stream is ended (default 3; turns
+    /// --resume on; 0 turns it off).
+    #[arg(long, value_name = "N")]
+    pub(crate) resume_attempts: Option<u32>,
+    /// With resume, the most bytes of an incomplete event held back so that the client never
+    /// gets half an event; past it the stream goes on without resume (default 1MiB; turns
+    /// --resume on).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub(crate) max_event: Option<usize>,
 }
 
 /// The log formats.
@@ -188,6 +206,10 @@ impl StreamArgs {
             heartbeat_comment: self.heartbeat_comment.clone(),
             initial_comment: self.initial_comment.clone(),
             no_compression_bypass: self.no_compression_bypass,
+            resume: self.resume,
+            resume_on_end: self.resume_on_end,
+            resume_attempts: self.resume_attempts,
+            max_event: self.max_event,
         }
     }
 }
@@ -214,6 +236,7 @@ ones; the longest matching prefix wins. For example:
   --route /llm/=heartbeat:5s,retry:1s
   --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB
   --route /live/=unreachable-sse,retry:5s
+  --route /feeds/=resume,resume-attempts:5,max-event:256KiB
 A config file (--config) can also match routes on the Host and send them to other upstreams.
 
 DURATION: 500ms, 1.5s, 2m, 1h 30m (humantime). A zero heartbeat, idle timeout or lifetime turns

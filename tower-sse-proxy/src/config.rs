@@ -144,6 +144,10 @@ struct Section {
     heartbeat_comment: Option<String>,
     initial_comment: Option<String>,
     no_compression_bypass: Option<bool>,
+    resume: Option<bool>,
+    resume_on_end: Option<bool>,
+    resume_attempts: Option<u32>,
+    max_event: Option<bytesize::ByteSize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -190,6 +194,12 @@ impl Section {
             heartbeat_comment: self.heartbeat_comment.clone(),
             initial_comment: self.initial_comment.clone(),
             no_compression_bypass: self.no_compression_bypass.unwrap_or(false),
+            resume: self.resume.unwrap_or(false),
+            resume_on_end: self.resume_on_end.unwrap_or(false),
+            resume_attempts: self.resume_attempts,
+            max_event: self
+                .max_event
+                .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
         })
     }
 }
@@ -631,6 +641,20 @@ fn write_settings(out: &mut String, settings: &Settings) {
     }
     if settings.no_compression_bypass {
         line("no-compression-bypass", "true".to_owned());
+    }
+    for (key, on) in [
+        ("resume", settings.resume),
+        ("resume-on-end", settings.resume_on_end),
+    ] {
+        if on {
+            line(key, "true".to_owned());
+        }
+    }
+    if let Some(attempts) = settings.resume_attempts {
+        line("resume-attempts", attempts.to_string());
+    }
+    if let Some(bytes) = settings.max_event {
+        line("max-event", bytes.to_string());
     }
 }
 

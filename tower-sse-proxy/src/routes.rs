@@ -11,7 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, ServiceExt as _};
-use tower_sse::{SseBody, SseShutdown};
+use tower_sse::{ResumeLayer, SseBody, SseShutdown};
 use tracing::Instrument as _;
 
 use crate::admin::Stats;
@@ -140,8 +140,13 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
                 client
             }
         };
+        // With resume off, zero attempts: every response passes through the layer as is.
+        let resume = match route.settings.resume_layer() {
+            Some(layer) => layer.metrics(shared.stats.route_resume(&route.name)),
+            None => ResumeLayer::new().resume_attempts(0),
+        };
         let forward = Forward {
-            client,
+            client: resume.layer(client),
             upstream: Arc::new(upstream.clone()),
             unreachable: route.settings.unreachable_retry(),
             response_timeout: route.settings.response_timeout(),

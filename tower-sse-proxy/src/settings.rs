@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use tower_sse::{SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
+use tower_sse::{ResumeLayer, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
 
 /// The `retry:` hint of `--unreachable-sse` answers when the route writes none (`no-retry`):
 /// the layer's own default.
 pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// How far a resume's wait moves, either way: the streams of a restarted upstream do not all
+/// ask again in the same millisecond.
+pub(crate) const RESUME_JITTER: f64 = 0.5;
 /// How long an upstream may take to send its response head when the route does not say (like
 /// nginx's `proxy_read_timeout`).
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +39,17 @@ pub(crate) struct Settings {
     pub(crate) initial_comment: Option<String>,
     /// `no-compression-bypass`: leave `Accept-Encoding` of event-stream requests alone.
     pub(crate) no_compression_bypass: bool,
+    /// `resume`: an interrupted upstream event stream is asked for again with `Last-Event-ID`
+    /// and spliced into the client's open response.
+    pub(crate) resume: bool,
+    /// `resume-on-end`: a clean upstream end is resumed too (turns resume on).
+    pub(crate) resume_on_end: bool,
+    /// `resume-attempts`: requests per interruption before giving up (default 3; turns resume
+    /// on, 0 turns it off).
+    pub(crate) resume_attempts: Option<u32>,
+    /// `max-event`: the most bytes of an incomplete event held back (default 1 MiB; turns
+    /// resume on).
+    pub(crate) max_event: Option<usize>,
 }
 
 /// An option with a value, an opt-out flag, or neither (the layer's default).
@@ -75,7 +89,40 @@ impl Settings {
                 .clone()
                 .or_else(|| global.initial_comment.clone()),
             no_compression_bypass: self.no_compression_bypass || global.no_compression_bypass,
+            resume: self.resume || global.resume,
+            resume_on_end: self.resume_on_end || global.resume_on_end,
+            resume_attempts: self.resume_attempts.or(global.resume_attempts),
+            max_event: self.max_event.or(global.max_event),
         }
+    }
+
+    /// The upstream resume layer: on when `resume` or any of its settings is given, unless
+    /// `resume-attempts` is 0; the layer's defaults (3 attempts, 1 MiB, clean ends not resumed)
+    /// for what is not given. It waits the upstream's last `retry:`, or the route's `retry`
+    /// (3 s when not given), jittered by ±50 %.
+    pub(crate) fn resume_layer(&self) -> Option<ResumeLayer> {
+        let on = self.resume
+            || self.resume_on_end
+            || self.resume_attempts.is_some()
+            || self.max_event.is_some();
+        if !on || self.resume_attempts == Some(0) {
+            return None;
+        }
+        let retry = match self.retry {
+            Toggle::Set(delay) => delay,
+            Toggle::Default | Toggle::Off => DEFAULT_RETRY,
+        };
+        let mut layer = ResumeLayer::new()
+            .resume_on_end(self.resume_on_end)
+            .retry(retry)
+            .jitter(RESUME_JITTER);
+        if let Some(attempts) = self.resume_attempts {
+            layer = layer.resume_attempts(attempts);
+        }
+        if let Some(bytes) = self.max_event {
+            layer = layer.max_event(bytes);
+        }
+        Some(layer)
     }
 
     /// The `retry:` hint (before jitter) of the `--unreachable-sse` answer, `None` when that
@@ -176,7 +223,7 @@ impl Settings {
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 17] = [
+pub(crate) const SETTINGS: [&str; 21] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -194,13 +241,22 @@ pub(crate) const SETTINGS: [&str; 17] = [
     "heartbeat-comment",
     "initial-comment",
     "no-compression-bypass",
+    "resume",
+    "resume-on-end",
+    "resume-attempts",
+    "max-event",
 ];
 
 /// Whether setting `name` takes a value (the switches do not).
 fn takes_value(name: &str) -> bool {
     !matches!(
         name,
-        "no-retry" | "no-heartbeat" | "unreachable-sse" | "no-compression-bypass"
+        "no-retry"
+            | "no-heartbeat"
+            | "unreachable-sse"
+            | "no-compression-bypass"
+            | "resume"
+            | "resume-on-end"
     )
 }
 
@@ -306,6 +362,19 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
         "initial-comment" => once(&mut settings.initial_comment, name, text.to_owned()),
         "unreachable-sse" => switch(&mut settings.unreachable_sse, name),
         "no-compression-bypass" => switch(&mut settings.no_compression_bypass, name),
+        "resume" => switch(&mut settings.resume, name),
+        "resume-on-end" => switch(&mut settings.resume_on_end, name),
+        "resume-attempts" => once(
+            &mut settings.resume_attempts,
+            name,
+            text.parse::<u32>()
+                .map_err(|_| format!("{name}: `{text}` is not a count like 0, 3 or 10"))?,
+        ),
+        "max-event" => once(
+            &mut settings.max_event,
+            name,
+            parse_size(text).map_err(|error| format!("{name}: {error}"))?,
+        ),
         _ => Err(format!("unknown setting `{name}`")),
     }
 }
@@ -442,7 +511,8 @@ mod tests {
             "/llm/=retry:1s,heartbeat:5s,idle-timeout:1m,max-lifetime:1h,\
              slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
              unreachable-sse,response-timeout:2s,retry-jitter:0.2,lifetime-jitter:0.1,\
-             close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass",
+             close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
+             resume,resume-on-end,resume-attempts:5,max-event:64KiB",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -464,6 +534,10 @@ mod tests {
                 heartbeat_comment: Some("ping".to_owned()),
                 initial_comment: Some("hello".to_owned()),
                 no_compression_bypass: true,
+                resume: true,
+                resume_on_end: true,
+                resume_attempts: Some(5),
+                max_event: Some(64 * 1024),
             }
         );
         let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
@@ -509,6 +583,10 @@ mod tests {
                 "given more than once",
             ),
             ("/live/=retry-jitter:2", "not a fraction"),
+            ("/live/=resume:on", "resume takes no value"),
+            ("/live/=resume-attempts:many", "`many` is not a count"),
+            ("/live/=resume-attempts:-1", "`-1` is not a count"),
+            ("/live/=max-event:big", "max-event: `big` is not a size"),
         ];
         for (text, expected) in cases {
             match parse_route(text) {
@@ -548,6 +626,29 @@ mod tests {
         assert_eq!(
             parse_route("/=retry:2s").unwrap().1.unreachable_retry(),
             None
+        );
+    }
+
+    #[test]
+    fn resume_is_on_with_any_of_its_settings_and_off_with_zero_attempts() {
+        let on = |text: &str| parse_route(text).unwrap().1.resume_layer().is_some();
+        assert!(!on("/="));
+        assert!(!on("/=retry:1s,unreachable-sse"));
+        assert!(on("/=resume"));
+        assert!(on("/=resume-on-end"));
+        assert!(on("/=resume-attempts:5"));
+        assert!(on("/=max-event:64KiB"));
+        assert!(!on("/=resume,resume-attempts:0"));
+        let global = parse_route("/=resume").unwrap().1;
+        let route = parse_route("/a/=resume-attempts:0").unwrap().1;
+        assert!(route.inherit(&global).resume_layer().is_none());
+        assert!(
+            parse_route("/b/=")
+                .unwrap()
+                .1
+                .inherit(&global)
+                .resume_layer()
+                .is_some()
         );
     }
 

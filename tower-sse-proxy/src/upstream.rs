@@ -9,13 +9,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full, combinators::MapErr};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tower_sse::SseOverride;
+use tower::ServiceExt as _;
+use tower_sse::{ResumeBody, ResumeService, SseOverride};
 
 use crate::admin::Stats;
 
@@ -101,8 +102,46 @@ impl Upstream {
     }
 }
 
-/// The body sent upstream: the client's, with its read errors marked as the client's fault.
-pub(crate) type UpBody = MapErr<Incoming, fn(hyper::Error) -> ClientBodyError>;
+/// The body sent upstream: the client's, with its read errors marked as the client's fault, or
+/// none (the default, for a request the resume layer sends again: only `GET` and `HEAD` without
+/// a body are).
+#[derive(Debug, Default)]
+pub(crate) enum UpBody {
+    Client(Incoming),
+    #[default]
+    Empty,
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            Self::Client(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(ClientBodyError),
+            Self::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Client(body) => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Client(body) => body.size_hint(),
+            Self::Empty => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// An error reading the client's request body (a malformed chunked body, a reset): answered
 /// with 400, not 502.
@@ -119,10 +158,6 @@ impl std::error::Error for ClientBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
-}
-
-fn client_body_error(error: hyper::Error) -> ClientBodyError {
-    ClientBodyError(error)
 }
 
 /// A client for http and https upstreams.
@@ -159,9 +194,13 @@ pub(crate) fn client_for(upstream: &Upstream) -> Result<HttpClient, String> {
     Ok(client.build(connector))
 }
 
-/// The upstream's body, or the proxy's own short answer (400, 502, 504, the empty event stream
-/// of `--unreachable-sse`).
-pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// The client of an upstream behind the resume layer (with zero attempts when the route has
+/// resume off: every response then passes through as is).
+pub(crate) type ResumeClient = ResumeService<HttpClient>;
+
+/// The upstream's body (through the resume layer), or the proxy's own short answer (400, 502,
+/// 504, the empty event stream of `--unreachable-sse`).
+pub(crate) type ProxyBody = Either<ResumeBody<Incoming, HttpClient, UpBody>, Full<Bytes>>;
 
 /// The client's address, put in the request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +213,7 @@ pub(crate) struct ClientTls(pub(crate) bool);
 /// What forwarding one request needs: the route's upstream and its client, its settings.
 #[derive(Clone, Debug)]
 pub(crate) struct Forward {
-    pub(crate) client: HttpClient,
+    pub(crate) client: ResumeClient,
     pub(crate) upstream: std::sync::Arc<Upstream>,
     /// The route's `--unreachable-sse` retry hint, `None` when off.
     pub(crate) unreachable: Option<Duration>,
@@ -242,8 +281,8 @@ impl Forward {
             headers.remove(header::HOST);
         }
 
-        let request = request.map(|body| body.map_err(client_body_error as fn(_) -> _));
-        let sent = self.client.request(request);
+        let request = request.map(UpBody::Client);
+        let sent = self.client.clone().oneshot(request);
         let result = match self.response_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => result,

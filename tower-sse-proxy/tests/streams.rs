@@ -1,0 +1,234 @@
+//! Stream features end to end, the binary against real upstreams on loopback: resume (an
+//! upstream that dies mid-stream is asked again with `Last-Event-ID`, the client's response
+//! stays open) and compression (each event decodable while the stream is open).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{Running, dechunk, raw_exchange, split_head};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|&arg| arg.to_owned()).collect()
+}
+
+fn event(id: usize) -> String {
+    format!("id: {id}\ndata: event {id}\n\n")
+}
+
+/// How one upstream connection ends.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// `n` events, the start of the next, then a TCP reset.
+    ResetMidEvent(usize),
+    /// `n` events, half a line of the next, then a close without the last chunk.
+    TruncatedMidLine(usize),
+    /// `n` events and a clean end.
+    End(usize),
+}
+
+/// A raw HTTP/1.1 upstream on a fresh loopback port: connection `k` serves events from
+/// `Last-Event-ID + 1` (from 1 without it) and dies as `plans[k]` says (the last plan repeats).
+/// Returns its address and the `Last-Event-ID` of each request it got.
+async fn dying_upstream(plans: Vec<Death>) -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let plan = plans[n.min(plans.len() - 1)];
+            let seen = Arc::clone(&record);
+            tokio::spawn(async move {
+                let _ = answer(stream, plan, &seen).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    plan: Death,
+    seen: &Mutex<Vec<Option<String>>>,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0_u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let id = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("last-event-id")
+            .then(|| value.trim().to_owned())
+    });
+    seen.lock().unwrap().push(id.clone());
+    let next = id.map_or(1, |id| id.parse::<usize>().unwrap() + 1);
+    stream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+              transfer-encoding: chunked\r\n\r\n",
+        )
+        .await?;
+    let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+    let events = |n: usize| -> String { (next..next + n).map(|id| chunk(&event(id))).collect() };
+    match plan {
+        Death::ResetMidEvent(n) => {
+            let mut body = events(n);
+            body.push_str(&chunk(&format!("id: {}\n", next + n)));
+            stream.write_all(body.as_bytes()).await?;
+            stream.flush().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream.set_zero_linger()?;
+            drop(stream);
+        }
+        Death::TruncatedMidLine(n) => {
+            let mut body = events(n);
+            body.push_str(&chunk(&format!("id: {}\ndata: eve", next + n)));
+            stream.write_all(body.as_bytes()).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream.shutdown().await?;
+        }
+        Death::End(n) => {
+            let mut body = events(n);
+            body.push_str("0\r\n\r\n");
+            stream.write_all(body.as_bytes()).await?;
+            stream.shutdown().await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids of the events in `data`, each checked against its `data:` line; comments and
+/// `retry:` lines are skipped.
+fn ids(data: &str) -> Vec<usize> {
+    data.split("\n\n")
+        .filter(|block| block.lines().any(|line| line.starts_with("id: ")))
+        .map(|block| {
+            let id: usize = block
+                .lines()
+                .find_map(|line| line.strip_prefix("id: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                block
+                    .lines()
+                    .any(|line| line == format!("data: event {id}")),
+                "event {id} is not whole: {block:?}"
+            );
+            id
+        })
+        .collect()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let raw = raw_exchange(addr, request.as_bytes(), None, Duration::from_secs(8)).await;
+    assert!(!raw.is_empty(), "no answer to {path}");
+    let (head, body) = split_head(&raw);
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        let (data, complete) = dechunk(&body);
+        assert!(complete, "{path}: no last chunk");
+        data
+    } else {
+        body
+    };
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn with_resume_an_upstream_that_dies_mid_stream_is_spliced_and_the_client_gets_every_event_once()
+ {
+    let (upstream, seen) = dying_upstream(vec![
+        Death::ResetMidEvent(3),
+        Death::TruncatedMidLine(2),
+        Death::End(3),
+    ])
+    .await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--retry",
+        "100ms",
+        "--resume",
+    ]));
+    let addr = proxy.addr().await;
+    let admin = proxy.addr().await;
+
+    let (head, data) = get(addr, "/events").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // One response: every event once, in order, whole; then the clean end of the third
+    // upstream response.
+    assert_eq!(ids(&data), (1..=8).collect::<Vec<_>>(), "{data:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [None, Some("3".to_owned()), Some("5".to_owned())]
+    );
+
+    let (_, metrics) = get(admin, "/metrics").await;
+    for line in [
+        "tower_sse_resume_streams_total{route=\"default\"} 1",
+        "tower_sse_resume_interrupted_total{route=\"default\"} 2",
+        "tower_sse_resume_attempts_total{route=\"default\"} 2",
+        "tower_sse_resumed_total{route=\"default\"} 2",
+        "tower_sse_resume_given_up_total{route=\"default\",reason=\"attempts\"} 0",
+        "tower_sse_streams_opened_total{route=\"default\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn without_resume_the_clients_stream_ends_where_the_upstream_died() {
+    let (upstream, seen) = dying_upstream(vec![Death::ResetMidEvent(3)]).await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--route",
+        "/live/=resume",
+    ]));
+    let addr = proxy.addr().await;
+    let request = b"GET /events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
+                    Connection: close\r\n\r\n";
+    let raw = raw_exchange(addr, request, None, Duration::from_secs(4)).await;
+    let (_, body) = split_head(&raw);
+    let (data, _) = dechunk(&body);
+    let data = String::from_utf8_lossy(&data);
+    assert!(data.contains("data: event 3\n\n"), "{data:?}");
+    assert!(!data.contains("event 4"), "{data:?}");
+    assert_eq!(*seen.lock().unwrap(), [None]);
+}
