@@ -1,4 +1,4 @@
-//! What fixing an event stream's response headers must guarantee (`docs/rules.md`, "HTTP-level
+//! What fixing an event stream's response headers must guarantee (`docs/rules.md`, "HTTP
 //! rules"), as assertions over a header map before and after.
 //!
 //! Used by the checks of the crate's internal header fixing and of the public layer's headers
