@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use tower_sse::SlowClientPolicy;
+use tower_sse::{Coding, SlowClientPolicy};
 
 use crate::settings::{self, Settings, Toggle};
 
@@ -159,7 +159,17 @@ pub(crate) struct StreamArgs {
     /// --resume on).
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub(crate) max_event: Option<usize>,
+    /// Compress event streams for clients that accept it (Accept-Encoding), flushed whenever
+    /// the stream waits so that no event is delayed: the codings in order of preference
+    /// (default zstd,br,gzip; `off` for none).
+    #[arg(long, value_name = "CODINGS", num_args = 0..=1,
+          default_missing_value = "zstd,br,gzip", value_parser = codings)]
+    pub(crate) compress: Option<CodingList>,
 }
+
+/// One `--compress` value, a whole list (an alias so that clap does not read
+/// `Option<Vec<_>>` as a repeated flag).
+type CodingList = Vec<Coding>;
 
 /// The log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize)]
@@ -210,6 +220,7 @@ impl StreamArgs {
             resume_on_end: self.resume_on_end,
             resume_attempts: self.resume_attempts,
             max_event: self.max_event,
+            compress: self.compress.clone(),
         }
     }
 }
@@ -226,6 +237,10 @@ fn policy(text: &str) -> Result<SlowClientPolicy, String> {
     settings::parse_policy(text)
 }
 
+fn codings(text: &str) -> Result<CodingList, String> {
+    settings::parse_codings(text)
+}
+
 fn route(text: &str) -> Result<(String, Settings), String> {
     settings::parse_route(text)
 }
@@ -237,6 +252,7 @@ ones; the longest matching prefix wins. For example:
   --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB
   --route /live/=unreachable-sse,retry:5s
   --route /feeds/=resume,resume-attempts:5,max-event:256KiB
+  --route /llm/=compress:gzip+zstd   (in --route, + separates codings)
 A config file (--config) can also match routes on the Host and send them to other upstreams.
 
 DURATION: 500ms, 1.5s, 2m, 1h 30m (humantime). A zero heartbeat, idle timeout or lifetime turns
@@ -261,7 +277,7 @@ mod tests {
             "--listen=127.0.0.1:0 --upstream http://u:1/base/ --retry 1500ms --no-heartbeat \
              --idle-timeout=60s --max-lifetime 30m --drain 2.0s --slow-client-timeout=2s \
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
-             --route=/b/=no-heartbeat --unreachable-sse",
+             --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume",
         )
         .unwrap();
         assert_eq!(cli.listen, [SocketAddr::from(([127, 0, 0, 1], 0))]);
@@ -279,6 +295,14 @@ mod tests {
             Some(SlowClientPolicy::LatestPerType)
         );
         assert!(global.unreachable_sse);
+        assert_eq!(global.compress, Some(vec![Coding::Gzip, Coding::Br]));
+        assert!(global.resume);
+        let settings = parse("--upstream http://u:1 --compress --resume-on-end")
+            .unwrap()
+            .stream
+            .settings();
+        assert_eq!(settings.compress, Some(settings::DEFAULT_CODINGS.to_vec()));
+        assert!(settings.resume_layer().is_some());
         let prefixes: Vec<&str> = cli.routes.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(prefixes, ["/a/", "/b/"]);
     }
@@ -318,6 +342,11 @@ mod tests {
                 "--unreachable-sse",
             ),
             ("--upstream http://u:1 --tls-cert c.pem", "--tls-key"),
+            ("--upstream http://u:1 --compress deflate", "--compress"),
+            (
+                "--upstream http://u:1 --resume-attempts x",
+                "--resume-attempts",
+            ),
         ];
         for (line, flag) in cases {
             match parse(line) {

@@ -148,6 +148,15 @@ struct Section {
     resume_on_end: Option<bool>,
     resume_attempts: Option<u32>,
     max_event: Option<bytesize::ByteSize>,
+    compress: Option<CompressValue>,
+}
+
+/// `compress = true` (every coding, best ratio first), `false`, or `"zstd,br,gzip"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum CompressValue {
+    On(bool),
+    Codings(String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -200,6 +209,14 @@ impl Section {
             max_event: self
                 .max_event
                 .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
+            compress: match &self.compress {
+                None => None,
+                Some(CompressValue::On(true)) => Some(settings::DEFAULT_CODINGS.to_vec()),
+                Some(CompressValue::On(false)) => Some(Vec::new()),
+                Some(CompressValue::Codings(text)) => Some(
+                    settings::parse_codings(text).map_err(|error| format!("compress: {error}"))?,
+                ),
+            },
         })
     }
 }
@@ -656,6 +673,9 @@ fn write_settings(out: &mut String, settings: &Settings) {
     if let Some(bytes) = settings.max_event {
         line("max-event", bytes.to_string());
     }
+    if let Some(codings) = &settings.compress {
+        line("compress", quote(&settings::codings_text(codings)));
+    }
 }
 
 #[cfg(test)]
@@ -795,6 +815,60 @@ max-buffer = "256KiB"
         // --check-config's output reads back to the same configuration.
         let again = load(Some(&config.to_toml()), "").unwrap();
         assert_eq!(again.to_toml(), config.to_toml());
+    }
+
+    #[test]
+    fn resume_and_compress_are_read_from_the_file_per_route() {
+        let config = load(
+            Some(
+                r#"
+[defaults]
+upstream = "http://127.0.0.1:3000"
+compress = true
+
+[[route]]
+path = "/feeds/"
+resume = true
+resume-attempts = 5
+max-event = "64KiB"
+compress = "gzip"
+
+[[route]]
+path = "/plain/"
+compress = false
+resume-on-end = true
+"#,
+            ),
+            "",
+        )
+        .unwrap();
+        let route = |prefix: &str| {
+            config
+                .routes
+                .iter()
+                .find(|route| route.prefix == prefix)
+                .unwrap()
+                .settings
+                .clone()
+        };
+        let feeds = route("/feeds/");
+        assert!(feeds.resume);
+        assert_eq!(feeds.resume_attempts, Some(5));
+        assert_eq!(feeds.max_event, Some(64 * 1024));
+        assert_eq!(feeds.compress, Some(vec![tower_sse::Coding::Gzip]));
+        let plain = route("/plain/");
+        assert_eq!(plain.compress, Some(Vec::new()));
+        assert!(plain.resume_layer().is_some());
+        assert_eq!(
+            config.fallback.settings.compress,
+            Some(settings::DEFAULT_CODINGS.to_vec())
+        );
+        assert!(config.fallback.settings.resume_layer().is_none());
+        let bad = error(
+            "[defaults]\nupstream = \"http://u:1\"\ncompress = \"deflate\"\n",
+            "",
+        );
+        assert!(bad.contains("compress: `deflate` is not one of"), "{bad}");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use tower_sse::{ResumeLayer, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
+use tower_sse::{
+    Coding, Compression, ResumeLayer, SlowClient, SlowClientPolicy, SseLayer, SseMetrics,
+    SseShutdown,
+};
 
 /// The `retry:` hint of `--unreachable-sse` answers when the route writes none (`no-retry`):
 /// the layer's own default.
@@ -50,6 +53,9 @@ pub(crate) struct Settings {
     /// `max-event`: the most bytes of an incomplete event held back (default 1 MiB; turns
     /// resume on).
     pub(crate) max_event: Option<usize>,
+    /// `compress`: the codings event streams may be encoded with, in order of preference
+    /// (empty: off, also when a route turns it off under a global `--compress`).
+    pub(crate) compress: Option<Vec<Coding>>,
 }
 
 /// An option with a value, an opt-out flag, or neither (the layer's default).
@@ -93,6 +99,7 @@ impl Settings {
             resume_on_end: self.resume_on_end || global.resume_on_end,
             resume_attempts: self.resume_attempts.or(global.resume_attempts),
             max_event: self.max_event.or(global.max_event),
+            compress: self.compress.clone().or_else(|| global.compress.clone()),
         }
     }
 
@@ -217,13 +224,16 @@ impl Settings {
         if self.no_compression_bypass {
             layer = layer.no_compression_bypass();
         }
+        if let Some(codings) = self.compress.as_ref().filter(|codings| !codings.is_empty()) {
+            layer = layer.compress(Compression::new().order(codings.iter().copied()));
+        }
         Ok(layer)
     }
 }
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 21] = [
+pub(crate) const SETTINGS: [&str; 22] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -245,6 +255,7 @@ pub(crate) const SETTINGS: [&str; 21] = [
     "resume-on-end",
     "resume-attempts",
     "max-event",
+    "compress",
 ];
 
 /// Whether setting `name` takes a value (the switches do not).
@@ -315,6 +326,14 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
 
 /// Sets the stream setting `name` (one of [`SETTINGS`]) from `value`.
 fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(), String> {
+    if name == "compress" {
+        // The one setting whose value is optional: `compress` alone is the default order.
+        let codings = match value {
+            None => DEFAULT_CODINGS.to_vec(),
+            Some(text) => parse_codings(text).map_err(|error| format!("{name}: {error}"))?,
+        };
+        return once(&mut settings.compress, name, codings);
+    }
     if !takes_value(name) {
         if value.is_some() {
             return Err(format!("{name} takes no value"));
@@ -426,6 +445,51 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// The codings of `compress` without a list: the best ratio on JSON event streams first.
+pub(crate) const DEFAULT_CODINGS: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
+
+/// Parses a list of codings, `zstd,br,gzip` (`+` separates them too, for `--route` whose items
+/// are separated by commas); `off` (or `none`) is the empty list, compression off.
+///
+/// # Errors
+///
+/// A message naming the unknown coding.
+pub(crate) fn parse_codings(text: &str) -> Result<Vec<Coding>, String> {
+    if matches!(text.trim(), "off" | "none") {
+        return Ok(Vec::new());
+    }
+    let mut codings = Vec::new();
+    for name in text.split([',', '+']).map(str::trim) {
+        let coding = match name {
+            "zstd" => Coding::Zstd,
+            "br" => Coding::Br,
+            "gzip" => Coding::Gzip,
+            _ => {
+                return Err(format!(
+                    "`{name}` is not one of zstd, br, gzip (or off for none)"
+                ));
+            }
+        };
+        if codings.contains(&coding) {
+            return Err(format!("`{name}` listed twice"));
+        }
+        codings.push(coding);
+    }
+    Ok(codings)
+}
+
+/// The text form of a list of codings (the inverse of [`parse_codings`]).
+pub(crate) fn codings_text(codings: &[Coding]) -> String {
+    if codings.is_empty() {
+        return "off".to_owned();
+    }
+    codings
+        .iter()
+        .map(|coding| coding.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses a jitter fraction, from 0 to 1.
 fn parse_fraction(text: &str) -> Result<f64, String> {
     text.parse::<f64>()
@@ -512,7 +576,7 @@ mod tests {
              slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
              unreachable-sse,response-timeout:2s,retry-jitter:0.2,lifetime-jitter:0.1,\
              close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
-             resume,resume-on-end,resume-attempts:5,max-event:64KiB",
+             resume,resume-on-end,resume-attempts:5,max-event:64KiB,compress:gzip+zstd",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -538,6 +602,7 @@ mod tests {
                 resume_on_end: true,
                 resume_attempts: Some(5),
                 max_event: Some(64 * 1024),
+                compress: Some(vec![Coding::Gzip, Coding::Zstd]),
             }
         );
         let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
@@ -587,6 +652,15 @@ mod tests {
             ("/live/=resume-attempts:many", "`many` is not a count"),
             ("/live/=resume-attempts:-1", "`-1` is not a count"),
             ("/live/=max-event:big", "max-event: `big` is not a size"),
+            (
+                "/live/=compress:deflate",
+                "compress: `deflate` is not one of",
+            ),
+            ("/live/=compress:gzip+gzip", "`gzip` listed twice"),
+            (
+                "/live/=compress,compress:br",
+                "compress given more than once",
+            ),
         ];
         for (text, expected) in cases {
             match parse_route(text) {
@@ -650,6 +724,20 @@ mod tests {
                 .resume_layer()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn compress_alone_offers_every_coding_and_off_turns_a_global_one_off() {
+        let codings = |text: &str| parse_route(text).unwrap().1.compress;
+        assert_eq!(codings("/="), None);
+        assert_eq!(codings("/=compress"), Some(DEFAULT_CODINGS.to_vec()));
+        assert_eq!(codings("/=compress:br"), Some(vec![Coding::Br]));
+        assert_eq!(codings("/=compress:off"), Some(Vec::new()));
+        let global = parse_route("/=compress").unwrap().1;
+        let off = parse_route("/a/=compress:off").unwrap().1.inherit(&global);
+        assert_eq!(off.compress, Some(Vec::new()));
+        assert_eq!(codings_text(&DEFAULT_CODINGS), "zstd,br,gzip");
+        assert_eq!(codings_text(&[]), "off");
     }
 
     #[test]

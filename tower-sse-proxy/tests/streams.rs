@@ -232,3 +232,109 @@ async fn without_resume_the_clients_stream_ends_where_the_upstream_died() {
     assert!(!data.contains("event 4"), "{data:?}");
     assert_eq!(*seen.lock().unwrap(), [None]);
 }
+
+/// An upstream whose event stream sends event 1, event 2 after 200 ms, then stays open. Returns
+/// its address and the `Accept-Encoding` of each request it got.
+async fn slow_upstream() -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                seen.lock().unwrap().push(head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("accept-encoding")
+                        .then(|| value.trim().to_owned())
+                }));
+                stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                          transfer-encoding: chunked\r\n\r\n",
+                    )
+                    .await?;
+                let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+                stream.write_all(chunk(&event(1)).as_bytes()).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                stream.write_all(chunk(&event(2)).as_bytes()).await?;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn with_compress_a_gzip_client_decodes_each_event_while_the_stream_is_open() {
+    use std::io::Write as _;
+
+    let (upstream, seen) = slow_upstream().await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--no-retry",
+        "--compress",
+    ]));
+    let addr = proxy.addr().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
+              Accept-Encoding: gzip\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut decoded_at = Vec::new();
+    for want in [event(1), format!("{}{}", event(1), event(2))] {
+        loop {
+            let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .expect("the event did not arrive decodable in time")
+                .unwrap();
+            assert_ne!(n, 0, "the proxy closed the stream");
+            raw.extend_from_slice(&buf[..n]);
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let (head, body) = raw.split_at(end + 4);
+            let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
+            assert!(head.contains("vary: accept-encoding"), "{head}");
+            let (compressed, complete) = dechunk(body);
+            assert!(!complete, "the stream ended");
+            let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+            decoder.write_all(&compressed).unwrap();
+            decoder.flush().unwrap();
+            if decoder.get_ref().as_slice() == want.as_bytes() {
+                decoded_at.push(tokio::time::Instant::now());
+                break;
+            }
+        }
+    }
+    // The second event came 200 ms after the first, and was decodable then: not held back.
+    assert!(decoded_at[1] - decoded_at[0] >= Duration::from_millis(100));
+    // The upstream was asked for identity: the proxy compresses its own output.
+    assert_eq!(*seen.lock().unwrap(), [Some("identity".to_owned())]);
+}
