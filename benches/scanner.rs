@@ -1,7 +1,7 @@
 //! Framing-scanner throughput, against a bare `memchr2` pass over the same bytes.
 //!
-//! Run with: `cargo bench --bench scanner` (short: `cargo bench --bench scanner --
-//! --warm-up-time 1 --measurement-time 3`).
+//! Run with: `cargo bench --features __internals --bench scanner` (short: add
+//! `-- --warm-up-time 1 --measurement-time 3`).
 //!
 //! The scanner is `pub(crate)`; this bench reaches it through `tower_sse::fuzz_api`, which the
 //! hidden, unstable feature `__internals` compiles (the bench's `required-features`): a thin
