@@ -1,4 +1,3 @@
-#![cfg(all(feature = "gzip", feature = "br", feature = "zstd"))]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
