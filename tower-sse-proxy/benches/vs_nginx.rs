@@ -1,4 +1,4 @@
-//! Run with: cargo bench -p tower-sse-proxy --bench vs_nginx -- [--streams 4000] [--firehose-mib 512] [--proxy-arg ARG]...
+//! Run with: cargo bench -p tower-sse-proxy --bench vs_nginx -- [--streams 4000] [--firehose-mib 512] [--proxy-arg ARG]... [--no-nginx]
 //!
 //! The proxy and Debian's nginx (`/usr/sbin/nginx`, configured for SSE: `proxy_buffering off`,
 //! `proxy_http_version 1.1`, `Connection ""`, a long read timeout, `worker_processes auto`,
@@ -443,12 +443,14 @@ fn main() {
     let mut streams = 4000;
     let mut mib = 512;
     let mut extra = Vec::new();
+    let mut no_nginx = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--streams" => streams = args.next().and_then(|v| v.parse().ok()).unwrap_or(streams),
             "--proxy-arg" => extra.extend(args.next()),
             "--firehose-mib" => mib = args.next().and_then(|v| v.parse().ok()).unwrap_or(mib),
+            "--no-nginx" => no_nginx = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -469,6 +471,10 @@ fn main() {
         let proxy = start_proxy(upstream, &extra).await;
         let ours = measure(&proxy, streams, mib, &baseline).await;
         drop(proxy);
+        if no_nginx {
+            print_row("tower-sse-proxy", &ours);
+            return;
+        }
         let Some(nginx) = start_nginx(upstream).await else {
             println!("/usr/sbin/nginx is missing (apt-get install nginx): proxy figures only");
             print_row("tower-sse-proxy", &ours);

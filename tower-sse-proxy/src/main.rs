@@ -32,7 +32,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use clap::Parser as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tower_sse::SseShutdown;
 
 use crate::cli::{Cli, LogFormat};
@@ -184,7 +183,7 @@ async fn run(cli: Cli, config: Config) -> Result<(), Failure> {
         admin::serve(listener, stats.clone(), shutdown.clone());
     }
 
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = Arc::new(server::Graceful::new());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut accepting = Vec::new();
     for server in servers {

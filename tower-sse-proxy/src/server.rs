@@ -1,6 +1,7 @@
 //! The client side: listeners with a large backlog, TLS (rustls, ALPN h2 + http/1.1),
-//! HTTP/1.1 and HTTP/2 with hyper-util's `auto` builder, upgrades, and a bound on how long a
-//! connection may take to send its first request head.
+//! HTTP/1.1 and HTTP/2 (told apart by a peek at the first bytes, or by ALPN), upgrades, a
+//! graceful shutdown, and a bound on how long a connection may take to send its first request
+//! head.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,8 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
@@ -41,6 +40,94 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+/// Tracks the connections for a graceful shutdown: hyper-util's `GracefulShutdown` watches only
+/// its own connection types (sealed), not hyper's upgradeable HTTP/1 connection that the proxy
+/// serves directly. Each connection holds a receiver of `signal`.
+#[derive(Debug)]
+pub(crate) struct Graceful {
+    signal: tokio::sync::watch::Sender<bool>,
+}
+
+impl Graceful {
+    pub(crate) fn new() -> Self {
+        Self {
+            signal: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Connections open now.
+    pub(crate) fn count(&self) -> usize {
+        self.signal.receiver_count()
+    }
+
+    /// Asks every connection to finish its requests and close, and waits until they have.
+    pub(crate) async fn shutdown(self) {
+        self.signal.send_replace(true);
+        self.signal.closed().await;
+    }
+
+    fn watcher(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.signal.subscribe()
+    }
+}
+
+/// Runs `conn` to its end; when the shutdown starts, asks it to close after its requests.
+async fn drive<C, E>(
+    conn: C,
+    mut signal: tokio::sync::watch::Receiver<bool>,
+    close: fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        _ = signal.wait_for(|&stop| stop) => close(conn.as_mut()),
+    }
+    // The receiver is held until the connection ends: the shutdown waits for all of them.
+    let result = conn.await;
+    drop(signal);
+    result
+}
+
+/// The HTTP version of a connection, known before hyper reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const PREFACE: &[u8; DETECTION_BYTES] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes of a plaintext connection: the HTTP/2 preface, or HTTP/1. Nothing
+/// is consumed, so hyper then reads the whole first head in one go (hyper-util's `auto` builder
+/// reads the first bytes itself and hands them back, which made hyper grow its read buffer to
+/// 16 KiB per connection). A partial preface (a client trickling it) is peeked again 10 ms
+/// later; the caller bounds the whole by the header timeout.
+async fn sniff(stream: &tokio::net::TcpStream) -> io::Result<Protocol> {
+    let mut buf = [0_u8; DETECTION_BYTES];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        let seen = buf.get(..n).unwrap_or_default();
+        if n == 0 || !PREFACE.starts_with(seen) {
+            return Ok(Protocol::Http1);
+        }
+        if n == PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 server settings, shared by every connection of a listener.
+#[derive(Debug)]
+struct Http {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<SpanExecutor>,
+}
+
 /// One listener's loop: accepts until `stop` fires, serving each connection under `graceful`.
 pub(crate) struct Server {
     pub(crate) listener: TcpListener,
@@ -53,16 +140,16 @@ impl Server {
     /// Accepts connections until `stop` resolves; the connections are watched by `graceful`.
     pub(crate) async fn run(
         self,
-        graceful: Arc<GracefulShutdown>,
+        graceful: Arc<Graceful>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut builder = auto::Builder::new(SpanExecutor);
-        builder
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+        let mut http2 = hyper::server::conn::http2::Builder::new(SpanExecutor);
+        http2.timer(TokioTimer::new());
+        let http = Arc::new(Http { http1, http2 });
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -79,18 +166,31 @@ impl Server {
             // Event streams send many small writes: do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
             let span = tracing::info_span!("conn", %peer);
-            let builder = Arc::clone(&builder);
+            let http = Arc::clone(&http);
             let routes = Arc::clone(&self.routes);
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
             let limit = self.header_timeout;
             tokio::spawn(
                 async move {
+                    let start = tokio::time::Instant::now();
                     match tls {
                         None => {
+                            let protocol = match tokio::time::timeout(limit, sniff(&stream)).await {
+                                Ok(Ok(protocol)) => protocol,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, "connection failed before a request");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("no request head within the header timeout");
+                                    return;
+                                }
+                            };
+                            let left = limit.saturating_sub(start.elapsed());
                             let service = routes::service(routes, peer, false);
-                            serve(&builder, watcher, HeadDeadline::new(stream, limit), service)
-                                .await;
+                            let io = HeadDeadline::new(stream, left);
+                            serve(&http, protocol, watcher, io, service).await;
                         }
                         Some(acceptor) => {
                             let stream =
@@ -105,9 +205,17 @@ impl Server {
                                         return;
                                     }
                                 };
+                            // Over TLS, ALPN says which (RFC 9113 section 3.2: h2 over TLS
+                            // is negotiated).
+                            let protocol = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                Protocol::Http2
+                            } else {
+                                Protocol::Http1
+                            };
+                            let left = limit.saturating_sub(start.elapsed());
                             let service = routes::service(routes, peer, true);
-                            serve(&builder, watcher, HeadDeadline::new(stream, limit), service)
-                                .await;
+                            let io = HeadDeadline::new(stream, left);
+                            serve(&http, protocol, watcher, io, service).await;
                         }
                     }
                 }
@@ -117,8 +225,13 @@ impl Server {
     }
 }
 
-async fn serve<IO, S>(builder: &auto::Builder<SpanExecutor>, watcher: Watcher, io: IO, service: S)
-where
+async fn serve<IO, S>(
+    http: &Http,
+    protocol: Protocol,
+    watcher: tokio::sync::watch::Receiver<bool>,
+    io: IO,
+    service: S,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
@@ -129,18 +242,27 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
-        .into_owned();
-    if let Err(error) = watcher.watch(connection).await {
+    let io = TokioIo::new(io);
+    let service = TowerToHyperService::new(service);
+    let result = match protocol {
+        Protocol::Http1 => {
+            let conn = http.http1.serve_connection(io, service).with_upgrades();
+            drive(conn, watcher, |conn| conn.graceful_shutdown()).await
+        }
+        Protocol::Http2 => {
+            let conn = http.http2.serve_connection(io, service);
+            drive(conn, watcher, |conn| conn.graceful_shutdown()).await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
     }
 }
 
 /// An IO that fails reads with `TimedOut` when its first [`DETECTION_BYTES`] bytes do not arrive
-/// within the limit: hyper-util's HTTP/1-vs-HTTP/2 detection reads them without a timeout, and
-/// hyper's header read timeout starts only after it. A silent connection, or one trickling the
-/// first bytes, is closed at the limit.
+/// within the limit: hyper's HTTP/2 server reads the preface without a timeout of its own (over
+/// TLS nothing was peeked). A silent connection, or one trickling the first bytes, is closed at
+/// the limit.
 struct HeadDeadline<T> {
     inner: T,
     deadline: Option<Pin<Box<Sleep>>>,
