@@ -1,6 +1,7 @@
 //! Stream features end to end, the binary against real upstreams on loopback: resume (an
 //! upstream that dies mid-stream is asked again with `Last-Event-ID`, the client's response
-//! stays open) and compression (each event decodable while the stream is open).
+//! stays open), compression (each event decodable while the stream is open), and a SIGHUP reload
+//! that leaves open streams their settings.
 
 #![allow(
     clippy::unwrap_used,
@@ -337,4 +338,105 @@ async fn with_compress_a_gzip_client_decodes_each_event_while_the_stream_is_open
     assert!(decoded_at[1] - decoded_at[0] >= Duration::from_millis(100));
     // The upstream was asked for identity: the proxy compresses its own output.
     assert_eq!(*seen.lock().unwrap(), [Some("identity".to_owned())]);
+}
+
+/// An upstream whose event stream sends one event and then stays open.
+async fn held_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                          transfer-encoding: chunked\r\n\r\n10\r\ndata: first\n\n\n\r\n",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens an event stream at `/live/events` and returns the connection.
+async fn open_stream(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /live/events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    stream
+}
+
+/// The heartbeat comments (`:` lines) `stream` gets within `window`.
+async fn heartbeats_within(stream: &mut TcpStream, window: Duration) -> usize {
+    let mut raw = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let body = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.as_slice(), |end| &raw[end + 4..]);
+    let (data, _) = dechunk(body);
+    String::from_utf8_lossy(&data)
+        .lines()
+        .filter(|line| *line == ":")
+        .count()
+}
+
+#[tokio::test]
+async fn a_stream_opened_before_a_sighup_keeps_its_settings_and_new_ones_get_the_reloaded_ones() {
+    let upstream = held_upstream().await;
+    let text = |heartbeat: &str| {
+        format!(
+            "[defaults]\nupstream = \"http://{upstream}\"\n\n\
+             [[route]]\npath = \"/live/\"\nheartbeat = \"{heartbeat}\"\n"
+        )
+    };
+    let config = support::TempFile::new("reload-keeps.toml", &text("100ms"));
+    let mut proxy = Running::start(&args(&[
+        "--config",
+        &config.path(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let addr = proxy.addr().await;
+    let mut old = open_stream(addr).await;
+    assert!(heartbeats_within(&mut old, Duration::from_millis(450)).await >= 2);
+
+    std::fs::write(&config.0, text("1h")).unwrap();
+    proxy.signal("-HUP");
+    let log = proxy
+        .log_within("routes reloaded", Duration::from_secs(2))
+        .await;
+    assert!(log.contains("routes reloaded"), "{log}");
+
+    let mut new = open_stream(addr).await;
+    let (old_beats, new_beats) = tokio::join!(
+        heartbeats_within(&mut old, Duration::from_millis(600)),
+        heartbeats_within(&mut new, Duration::from_millis(600)),
+    );
+    assert!(
+        old_beats >= 3,
+        "the old stream lost its 100 ms heartbeat: {old_beats}"
+    );
+    assert_eq!(
+        new_beats, 0,
+        "the new stream did not get the reloaded 1 h heartbeat"
+    );
 }
