@@ -381,7 +381,7 @@ impl Forward {
         // A non-200 status makes `EventSource` stop reconnecting for good, so with
         // `--unreachable-sse` a request asking for `text/event-stream` whose upstream cannot be
         // reached gets `200 text/event-stream`, a jittered `retry:` and a clean end instead
-        // (SSE-RULES.md, "HTTP-level rules"). Only after a connect error, when the upstream saw
+        // (docs/rules.md, "HTTP rules"). Only after a connect error, when the upstream saw
         // nothing of the request.
         if error.is_connect() {
             self.stats.upstream_error(&self.route, "connect");

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use support::{dechunk, raw_exchange, split_head};
+use support::{dechunk, eventually, raw_exchange, split_head};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
@@ -1011,18 +1011,4 @@ async fn a_client_that_never_reads_a_drop_oldest_route_is_closed_as_slow_and_oth
     assert!(!reading.is_finished(), "the reader's stream ended");
     reading.abort();
     drop(stalled);
-}
-
-/// Whether `condition` holds within `timeout` (checked every 10 ms).
-async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
