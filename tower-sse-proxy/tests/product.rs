@@ -421,7 +421,18 @@ async fn the_admin_listener_serves_metrics_health_and_readiness_that_turns_503_w
     held.write_all(b"GET /hold/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The stream must be open before the signal: under load the proxy may not have read the
+    // request yet, and a drain with no stream ends (and the process exits) at once.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the held stream closed before its head");
+        head.extend_from_slice(&buf[..n]);
+    }
     proxy.signal("-TERM");
     let started = Instant::now();
     loop {
