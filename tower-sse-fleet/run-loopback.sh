@@ -19,7 +19,9 @@
 #                     has --resume)
 #
 # Usage: tower-sse-fleet/run-loopback.sh [OUT_DIR]   (default docs/fleet)
-# Environment: CLIENTS (3000), DRAIN (4s), SKIP_BUILD=1 to use the built binaries as they are.
+# Environment: CLIENTS (3000), DRAIN (4s), SKIP_BUILD=1 to use the built binaries as they are,
+# ONLY="app-without app-resume" to run some scenarios (their lines are then appended to the
+# summary instead of starting a new one).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -156,6 +158,7 @@ kill_restart() {
 run() {
   local name=$1 duration=$2
   shift 2
+  if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then return; fi
   start_proxies
   ZERO=$(now_ms)
   log "$name: ${PROXY_FLAGS[*]}"
@@ -182,7 +185,7 @@ app_restart() {
   done
 }
 
-: >"$OUT/loopback-summary.txt"
+[[ -n ${ONLY:-} ]] || : >"$OUT/loopback-summary.txt"
 echo "clients=$CLIENTS drain=$DRAIN lifetime=$LIFETIME resume_flag=$HAS_RESUME" >>"$OUT/loopback-summary.txt"
 START=$(now_ms)
 PROXY_FLAGS=(--retry 3s --retry-jitter 0 --drain 0s)
