@@ -121,7 +121,7 @@ where
 /// Plays a `body` script: the upstream sends data frames into a channel, the clock moves, the
 /// client stops reading for a while, a drain starts; on a paused current-thread runtime, with
 /// the layer configured by the input's options. With the slow-client buffer, heartbeats are
-/// `:` + [`HEARTBEAT_MARK`] and the upstream's bytes never carry that byte, so that the client
+/// `:` + `HEARTBEAT_MARK` and the upstream's bytes never carry that byte, so that the client
 /// tells the layer's lines from the upstream's in the copies the buffer makes.
 ///
 /// Asserts, as the client reads:
@@ -316,7 +316,7 @@ impl Client {
     /// Frames the upstream sent reach the client as they are (found by address), or, with the
     /// slow-client buffer, merged into copies; a BOM prefix the layer held comes back as a copy
     /// too (it starts with `0xEF`). The layer's frames are whole comment or `retry:` lines: its
-    /// opening lines come first; with the buffer, heartbeats carry [`HEARTBEAT_MARK`] (which the
+    /// opening lines come first; with the buffer, heartbeats carry `HEARTBEAT_MARK` (which the
     /// upstream's bytes never do there), and a `retry:` hint that is not the upstream's next
     /// bytes is the layer's final one.
     fn layer_lines_of(
