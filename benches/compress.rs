@@ -73,10 +73,10 @@ fn event(n: usize, items: bool) -> Bytes {
     Bytes::from(event)
 }
 
-/// An inner body that hands on one event, then is pending once (waking itself), and so on.
+/// An inner body that hands on one event, then is pending twice (waking itself), and so on.
 struct Paced {
     events: std::vec::IntoIter<Bytes>,
-    idle: bool,
+    idle: u8,
 }
 
 impl Body for Paced {
@@ -87,12 +87,15 @@ impl Body for Paced {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.idle {
-            self.idle = false;
+        // Two pending polls after each event: the body's probe for a second ready frame (frames
+        // ready together are merged) sees one, the next poll of the stream the other, so the
+        // stream really goes idle (and the encoder flushes) after every event.
+        if self.idle > 0 {
+            self.idle -= 1;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        self.idle = true;
+        self.idle = 2;
         Poll::Ready(self.events.next().map(|e| Ok(Frame::data(e))))
     }
 }
@@ -110,7 +113,7 @@ async fn open(events: Vec<Bytes>, setting: Option<&Setting>) -> SseBody<Paced> {
         async move {
             let mut response = Response::new(Paced {
                 events: events.into_iter(),
-                idle: false,
+                idle: 0,
             });
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -170,6 +173,11 @@ fn run(runtime: &tokio::runtime::Runtime, events: &[Bytes], setting: Option<&Set
         }
         since = Instant::now();
     }
+    // One frame per event: every event was handed on (and, compressed, flushed) on its own.
+    assert_eq!(
+        per_event.len(),
+        events.len() + usize::from(setting.is_some())
+    );
     Run {
         wire,
         per_event,
