@@ -155,6 +155,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_change_has_its_own_slot() {
+        let d = Duration::from_secs(1);
+        let all = [
+            Change::Heartbeat(None),
+            Change::Retry(None),
+            Change::RetryJitter(0.0),
+            Change::IdleTimeout(None),
+            Change::MaxLifetime(None),
+            Change::LifetimeJitter(0.0),
+            Change::CloseGrace(d),
+            Change::DrainWindow(d),
+        ];
+        let mut kinds: Vec<usize> = all.iter().map(|c| c.kind()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds, (0..Change::KINDS).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn odd_fractions_are_clamped() {
         assert_eq!(clamp_fraction(f64::NAN), 0.0);
         assert_eq!(clamp_fraction(-1.0), 0.0);

@@ -64,6 +64,10 @@ impl SseOverride {
     }
 
     fn change(mut self, change: Change) -> Self {
+        debug_assert!(
+            change.kind() < Change::KINDS,
+            "Change::KINDS is out of date"
+        );
         if let Some(slot) = self.changes.get_mut(change.kind()) {
             *slot = Some(change);
         }
