@@ -25,8 +25,6 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
@@ -39,7 +37,7 @@ use tokio::runtime::Runtime;
 use tokio_stream::wrappers::ReceiverStream;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_sse::{SlowClient, SseLayer};
-use tower_sse_test_support::bench_summary;
+use tower_sse_test_support::bench_summary::{self, Frames};
 
 /// Frames per stream.
 const N: usize = 10_000;
@@ -47,38 +45,12 @@ const N: usize = 10_000;
 const EVENT: &[u8; 100] =
     b"data: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":300,\"venue\":\"XNYS\",\"pad\":\"xxxxx\"}\n\n";
 
-/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
-#[derive(Debug)]
-struct Frames {
-    left: usize,
-}
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        self.left -= 1;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-}
-
 /// The inner service: a response of `N` frames with the given content type.
 fn inner(
     content_type: &'static str,
 ) -> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
     service_fn(move |_: Request<Empty<Bytes>>| async move {
-        let mut response = Response::new(Frames { left: N });
+        let mut response = Response::new(Frames::new(N, EVENT));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(content_type),

@@ -19,19 +19,17 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http::{Request, Response, header};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_sse::{ResumeLayer, SseLayer};
-use tower_sse_test_support::bench_summary;
+use tower_sse_test_support::bench_summary::{self, Frames};
 
 /// Frames per stream.
 const N: usize = 10_000;
@@ -39,37 +37,11 @@ const N: usize = 10_000;
 const EVENT: &[u8; 100] =
     b"id: 123456\ndata: {\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":\"buy\",\"qty\":30000,\"venue\":\"XNYSE\"}\n\n";
 
-/// A body of `left` frames, each a clone of one static `Bytes` (no allocation per frame).
-#[derive(Debug)]
-struct Frames {
-    left: usize,
-}
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        self.left -= 1;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(EVENT)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-}
-
 /// The inner service: an event stream of `N` frames.
 fn inner()
 -> impl Service<Request<Empty<Bytes>>, Response = Response<Frames>, Error = Infallible> + Clone {
     service_fn(|_: Request<Empty<Bytes>>| async {
-        let mut response = Response::new(Frames { left: N });
+        let mut response = Response::new(Frames::new(N, EVENT));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/event-stream"),

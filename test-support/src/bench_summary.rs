@@ -42,3 +42,40 @@ fn point_estimate(json: &str, key: &str) -> Option<f64> {
         .unwrap_or(value.len());
     value.get(..end)?.trim().parse().ok()
 }
+
+/// A body of `left` data frames, each a clone of one static `frame` (no allocation per frame):
+/// the inner body of the per-frame benches.
+#[derive(Debug)]
+pub struct Frames {
+    left: usize,
+    frame: &'static [u8],
+}
+
+impl Frames {
+    /// A body of `left` frames of `frame`.
+    pub const fn new(left: usize, frame: &'static [u8]) -> Self {
+        Self { left, frame }
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            self.frame,
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}
