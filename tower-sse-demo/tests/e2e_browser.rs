@@ -1,12 +1,11 @@
-//! End to end in a real browser: Debian's Chromium (headless) against the demo
-//! (`examples/demo.rs`), driven over the DevTools protocol by `tests/browser/demo.mjs` with
-//! Node's built-in WebSocket. `.ci/run` installs Chromium and runs this with
-//! `cargo test --test e2e_browser -- --ignored`; without Chromium or Node it is skipped with a
-//! message.
+//! End to end in a real browser: Debian's Chromium (headless) against the demo binary, driven
+//! over the DevTools protocol by `tests/browser/demo.mjs` with Node's built-in WebSocket.
+//! `.ci/run` installs Chromium and runs this with
+//! `cargo test -p tower-sse-demo --test e2e_browser -- --ignored`; without Chromium or Node it is
+//! skipped with a message.
 //!
-//! The test builds the demo (`cargo build --example demo`) when its binary is missing or older
-//! than its sources, starts it on `127.0.0.1:0`, and leaves a screenshot at
-//! `target/e2e/demo.png`.
+//! Cargo builds the demo for this test (`CARGO_BIN_EXE_tower-sse-demo`); the test starts it on
+//! `127.0.0.1:0` and leaves a screenshot at `target/e2e/demo.png` in the workspace.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,7 +15,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -48,48 +47,6 @@ fn node_ok() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The demo binary, built if needed (the outer cargo has released its lock by now).
-fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join("demo");
-    let newest_source = [
-        "examples/demo.rs",
-        "examples/demo/index.html",
-        "src",
-        "Cargo.toml",
-    ]
-    .iter()
-    .filter_map(|p| newest_mtime(&root().join(p)))
-    .max();
-    let stale = match (binary.metadata().and_then(|m| m.modified()), newest_source) {
-        (Ok(built), Some(source)) => built < source,
-        _ => true,
-    };
-    if stale {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "demo"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --example demo failed");
-    }
-    binary
-}
-
-fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
-    let meta = path.metadata().ok()?;
-    if meta.is_dir() {
-        std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| newest_mtime(&e.path()))
-            .max()
-    } else {
-        meta.modified().ok()
-    }
-}
-
 /// Reads lines from `reader` until one contains `marker`; returns it.
 fn wait_for_line(reader: impl Read + Send + 'static, marker: &'static str) -> String {
     let (tx, rx) = mpsc::channel();
@@ -113,7 +70,7 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
     };
 
     let mut demo = Killed(
-        Command::new(demo_binary())
+        Command::new(env!("CARGO_BIN_EXE_tower-sse-demo"))
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -163,7 +120,7 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
         .expect("devtools port")
         .to_owned();
 
-    let shots = root().join("target").join("e2e");
+    let shots = root().join("..").join("target").join("e2e");
     std::fs::create_dir_all(&shots).unwrap();
     let screenshot = shots.join("demo.png");
     let started = Instant::now();

@@ -1,9 +1,9 @@
-// Drives headless Chromium over the DevTools protocol against the demo (examples/demo.rs):
+// Drives headless Chromium over the DevTools protocol against the demo (tower-sse-demo):
 // starts a job, lets the server cut the stream twice mid-job, waits for 100 %, compares the page
 // with the server's /state, reloads (a fresh EventSource replays the run), compares again, and
 // takes a screenshot. Run by tests/e2e_browser.rs; needs Node >= 20 (built-in WebSocket).
 //
-//   node --experimental-websocket tests/browser/demo.mjs BASE_URL DEVTOOLS_PORT SCREENSHOT.png
+//   node --experimental-websocket tower-sse-demo/tests/browser/demo.mjs BASE_URL DEVTOOLS_PORT SCREENSHOT.png
 import { writeFileSync } from "node:fs";
 
 const [base, devtoolsPort, screenshotPath] = process.argv.slice(2);
