@@ -173,43 +173,36 @@ impl Scanner {
         let mut feed = Feed::default();
         let mut rest = chunk;
         if let Some(held) = self.bom {
-            let mut matched = held;
-            let mut taken = 0;
-            while let (Some(&byte), Some(&expected)) =
-                (chunk.get(taken), BOM.get(usize::from(matched)))
-            {
-                if byte != expected {
-                    break;
+            match match_bom(held, chunk) {
+                BomMatch::Whole { taken } => {
+                    // A whole BOM: the stream proper starts after it.
+                    self.bom = None;
+                    if self.strip_bom {
+                        feed.skip = taken;
+                    }
+                    rest = chunk.get(taken..).unwrap_or_default();
                 }
-                matched += 1;
-                taken += 1;
-            }
-            if usize::from(matched) == BOM.len() {
-                // A whole BOM: the stream proper starts after it.
-                self.bom = None;
-                if self.strip_bom {
-                    feed.skip = taken;
+                BomMatch::Prefix { matched } => {
+                    // Still a BOM prefix (or an empty frame): hold or forward, and wait.
+                    self.bom = Some(matched);
+                    if self.strip_bom {
+                        feed.skip = chunk.len();
+                    }
+                    return feed;
                 }
-                rest = chunk.get(taken..).unwrap_or_default();
-            } else if taken == chunk.len() {
-                // Still a BOM prefix (or an empty frame): hold or forward, and wait.
-                self.bom = Some(matched);
-                if self.strip_bom {
-                    feed.skip = taken;
+                BomMatch::Not { matched, taken } => {
+                    // Not a BOM: the held bytes, if any, are ordinary text of the first line.
+                    self.bom = None;
+                    if self.strip_bom {
+                        feed.release = held;
+                    }
+                    if matched > 0 {
+                        self.line = Line::Field;
+                        self.open = true;
+                        self.name = NAME_DONE;
+                    }
+                    rest = chunk.get(taken..).unwrap_or_default();
                 }
-                return feed;
-            } else {
-                // Not a BOM: the held bytes, if any, are ordinary text of the first line.
-                self.bom = None;
-                if self.strip_bom {
-                    feed.release = held;
-                }
-                if matched > 0 {
-                    self.line = Line::Field;
-                    self.open = true;
-                    self.name = NAME_DONE;
-                }
-                rest = chunk.get(taken..).unwrap_or_default();
             }
         }
         let base = chunk.len() - rest.len();
@@ -300,6 +293,37 @@ impl Scanner {
         }
         self.open = false;
         self.data = false;
+    }
+}
+
+/// How a frame's first bytes continue a possible leading BOM (shared with the resume tracker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BomMatch {
+    /// A whole BOM ends after the frame's first `taken` bytes.
+    Whole { taken: usize },
+    /// The whole frame (possibly empty) continues the BOM, now `matched` bytes long.
+    Prefix { matched: u8 },
+    /// Not a BOM: the `matched` bytes (held ones and the frame's first `taken`) are text.
+    Not { matched: u8, taken: usize },
+}
+
+/// Matches the start of `chunk` against the rest of a BOM of which `held` bytes were seen.
+pub(crate) fn match_bom(held: u8, chunk: &[u8]) -> BomMatch {
+    let mut matched = held;
+    let mut taken = 0;
+    while let (Some(&byte), Some(&expected)) = (chunk.get(taken), BOM.get(usize::from(matched))) {
+        if byte != expected {
+            break;
+        }
+        matched += 1;
+        taken += 1;
+    }
+    if usize::from(matched) == BOM.len() {
+        BomMatch::Whole { taken }
+    } else if taken == chunk.len() {
+        BomMatch::Prefix { matched }
+    } else {
+        BomMatch::Not { matched, taken }
     }
 }
 

@@ -25,7 +25,7 @@
 //!
 //! [WHATWG rules]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 
-const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+use crate::scanner::{BomMatch, match_bom};
 
 /// The field names the tracker cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,42 +206,36 @@ impl Tracker {
         let mut feed = Feed::default();
         let mut start = 0;
         if let Some(held) = self.bom {
-            let mut matched = held;
-            let mut taken = 0;
-            while let (Some(&byte), Some(&expected)) =
-                (chunk.get(taken), BOM.get(usize::from(matched)))
-            {
-                if byte != expected {
-                    break;
+            match match_bom(held, chunk) {
+                BomMatch::Whole { taken } => {
+                    // A whole BOM: the stream proper starts after it.
+                    self.bom = None;
+                    if self.strip_bom {
+                        feed.skip = taken;
+                    }
+                    start = taken;
                 }
-                matched += 1;
-                taken += 1;
-            }
-            if usize::from(matched) == BOM.len() {
-                // A whole BOM: the stream proper starts after it.
-                self.bom = None;
-                if self.strip_bom {
-                    feed.skip = taken;
+                BomMatch::Prefix { matched } => {
+                    // Still a BOM prefix (or an empty frame): hold or hand on, and wait.
+                    self.bom = Some(matched);
+                    if self.strip_bom {
+                        feed.skip = chunk.len();
+                    }
+                    return feed;
                 }
-            } else if taken == chunk.len() {
-                // Still a BOM prefix (or an empty frame): hold or hand on, and wait.
-                self.bom = Some(matched);
-                if self.strip_bom {
-                    feed.skip = taken;
-                }
-                return feed;
-            } else {
-                // Not a BOM: the bytes matched so far are text of the first line.
-                self.bom = None;
-                if self.strip_bom {
-                    feed.release = held;
-                }
-                if matched > 0 {
-                    self.open = true;
-                    self.line = Line::Skip;
+                BomMatch::Not { matched, taken } => {
+                    // Not a BOM: the bytes matched so far are text of the first line.
+                    self.bom = None;
+                    if self.strip_bom {
+                        feed.release = held;
+                    }
+                    if matched > 0 {
+                        self.open = true;
+                        self.line = Line::Skip;
+                    }
+                    start = taken;
                 }
             }
-            start = taken;
         }
         self.scan(chunk, start, &mut feed);
         feed
