@@ -15,46 +15,112 @@
 //! allocations alike, as pages really touched) divided by the number of streams, minus the same
 //! figure for identity streams, is the encoder's memory per stream.
 
+//! What `SseLayer::compress` costs and saves on event streams, through the public API: wire bytes
+//! as a ratio of identity, CPU per MB of events and encoder memory per stream (in process), and
+//! the latency each coding adds per event on loopback, for gzip, br and zstd at their defaults
+//! and at larger settings.
+//!
+//! Run with: `cargo bench -p tower-sse --features gzip,br,zstd --bench compress`
+//! (`-- --only ratio` or `-- --only latency` for one part).
+//!
+//! Events: JSON progress events of ~300 B (job, record id, counters, a rate, a stage, a worker, a
+//! timestamp in microseconds and as text, an error object on about one event in ten) and ~1 KiB
+//! events (the same plus a list of items).
+//!
+//! Ratio and CPU: `N` events, each its own frame of the inner body followed by pending polls (as
+//! at 1 event/ms, where the stream goes idle after every event: the worst case, one sync flush
+//! per event); CPU per MB is the time to push the whole stream through the layer on one thread.
+//!
+//! Memory: a fresh process (this binary, run again with `--memory <setting> <events>`) opens
+//! `STREAMS` streams and feeds each `EVENTS_PER_STREAM` events (more than the largest default
+//! window, so that buffers are touched); "heap" is the growth of the bytes allocated through
+//! Rust's global allocator (counted by `cap`, which sees zlib-rs's and the `brotli` crate's state
+//! but not libzstd's, which allocates with C `malloc`), "RSS" the growth of `VmRSS` (which sees
+//! both, but only pages really touched), each per stream and minus the same for identity
+//! streams.
+//!
+//! Latency: a real server on 127.0.0.1 (hyper, `TCP_NODELAY` on both ends) sends `LATENCY_N`
+//! events at 1 event/ms, each carrying the time it was handed to the layer; a hyper client on
+//! the same runtime decodes the body incrementally as it arrives and, for each complete event,
+//! takes the difference between now and that time. Identity and the three codings run in turn,
+//! `ROUNDS` times, and their percentiles are compared: "added" is a coding's minus identity's.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::alloc::System;
 use std::convert::Infallible;
+use std::io::Write;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cap::Cap;
 use http::{Request, Response, header};
 use http_body::{Body, Frame};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse::{Brotli, Coding, Compression, Gzip, SseBody, SseLayer, Zstd};
 use tower_sse_test_support::rss_bytes;
 
-/// Events per stream.
+/// Counts the bytes allocated through Rust's allocator (for the memory figures).
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+/// Events per stream for the ratio and CPU figures.
 const N: usize = 5_000;
 /// Streams held open for the memory figure.
-const STREAMS: usize = 2_000;
+const STREAMS: usize = 1_000;
+/// Events each of those streams sends before it is measured.
+const EVENTS_PER_STREAM: usize = 32;
+/// Events per run of the latency figure, at 1 event/ms.
+const LATENCY_N: usize = 2_000;
+/// Runs of each coding for the latency figure, in turn with the others.
+const ROUNDS: usize = 3;
 
-/// A progress event of about 300 bytes (or about 1 KiB with `items`).
-fn event(n: usize, items: bool) -> Bytes {
+/// A base for `ts_us`, as a Unix time in microseconds would be (2025-12-02).
+const TS_BASE_US: u64 = 1_764_633_600_000_000;
+
+/// A JSON progress event of about 300 bytes (or about 1 KiB with `items`), sent at `ts_us`
+/// microseconds after the run began.
+fn event(n: usize, items: bool, ts_us: u64) -> Bytes {
+    // Pseudo-random but repeatable values (a multiplicative hash of the event number).
+    let r = |k: usize| (n.wrapping_mul(2_654_435_761).wrapping_add(k * 40_503)) % 1_000_000;
+    let ms = ts_us / 1000;
     let mut event = format!(
-        "id: {n}\nevent: progress\ndata: {{\"record\":\"rec-{:06}\",\"processed\":{},\"failed\":{},\
-         \"total\":100000,\"rate\":{}.{},\"stage\":\"transform\",\"ts\":\"2026-12-02T10:{:02}:{:02}.{:03}Z\"",
-        n * 7919 % 1_000_000,
-        n * 3,
-        n / 50,
-        900 + n % 100,
-        n % 10,
-        n / 60 % 60,
-        n % 60,
-        n % 1000
+        "id: {n}\nevent: progress\ndata: {{\"job\":\"export-7f3a9c\",\"record\":\"rec-{:06}\",\
+         \"seq\":{n},\"processed\":{},\"failed\":{},\"skipped\":{},\"total\":250000,\
+         \"percent\":{:.2},\"rate\":{}.{},\"bytes\":{},\"eta_s\":{},\"stage\":\"{}\",\
+         \"worker\":\"w-{}\",\"ts_us\":{},\"ts\":\"2026-12-02T10:{:02}:{:02}.{:03}Z\"",
+        r(1),
+        n * 3 + r(2) % 3,
+        n / 41,
+        n / 97,
+        (n * 3) as f64 / 2500.0,
+        880 + r(3) % 90,
+        r(4) % 10,
+        n * 2113 + r(5) % 5000,
+        250_000_usize.saturating_sub(n * 3) / 900,
+        ["fetch", "transform", "load"][n / 1700 % 3],
+        r(6) % 8,
+        TS_BASE_US + ts_us,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
     );
-    if n % 10 == 3 {
-        event.push_str(",\"error\":\"upstream timeout while fetching page 17 of the export\"");
+    if r(7) % 10 == 0 {
+        event.push_str(&format!(
+            ",\"error\":{{\"code\":\"UPSTREAM_TIMEOUT\",\"message\":\"upstream timed out after \
+             30 s while fetching page {} of the export; retrying (attempt {} of 5)\"}}",
+            r(8) % 400,
+            r(9) % 5 + 1
+        ));
     }
     if items {
         event.push_str(",\"items\":[");
-        for i in 0..9 {
+        for i in 0..8 {
             if i > 0 {
                 event.push(',');
             }
@@ -71,6 +137,13 @@ fn event(n: usize, items: bool) -> Bytes {
     }
     event.push_str("}\n\n");
     Bytes::from(event)
+}
+
+/// The events of one stream, as if sent at 1 event/ms.
+fn events(count: usize, items: bool) -> Vec<Bytes> {
+    (0..count)
+        .map(|n| event(n, items, n as u64 * 1000))
+        .collect()
 }
 
 /// An inner body that hands on one event, then is pending twice (waking itself), and so on.
@@ -150,8 +223,6 @@ fn poll_once(body: &mut SseBody<Paced>) -> Poll<Option<Bytes>> {
 
 struct Run {
     wire: usize,
-    /// Time of the polls that handed each event on, one entry per event.
-    per_event: Vec<Duration>,
     total: Duration,
 }
 
@@ -159,54 +230,54 @@ struct Run {
 fn run(runtime: &tokio::runtime::Runtime, events: &[Bytes], setting: Option<&Setting>) -> Run {
     let mut body = runtime.block_on(open(events.to_vec(), setting));
     let mut wire = 0;
-    let mut per_event = Vec::with_capacity(events.len());
+    let mut frames = 0;
     let start = Instant::now();
-    let mut since = Instant::now();
     loop {
         match poll_once(&mut body) {
             Poll::Ready(Some(data)) => {
                 wire += data.len();
-                per_event.push(since.elapsed());
+                frames += 1;
             }
             Poll::Ready(None) => break,
             Poll::Pending => {}
         }
-        since = Instant::now();
     }
-    // One frame per event: every event was handed on (and, compressed, flushed) on its own.
-    assert_eq!(
-        per_event.len(),
-        events.len() + usize::from(setting.is_some())
-    );
-    Run {
-        wire,
-        per_event,
-        total: start.elapsed(),
-    }
+    let total = start.elapsed();
+    // One frame per event (and the end of the compressed stream): every event was handed on
+    // (and, compressed, flushed) on its own.
+    assert_eq!(frames, events.len() + usize::from(setting.is_some()));
+    Run { wire, total }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// RSS growth per stream of `STREAMS` streams, each fed one event (run in a fresh process).
-fn memory(runtime: &tokio::runtime::Runtime, events: &[Bytes], setting: Option<&Setting>) -> f64 {
-    let rss_before = rss_bytes().unwrap_or(0);
+/// Heap and RSS growth per stream of `STREAMS` streams, each fed `events` (in a fresh process).
+fn memory(
+    runtime: &tokio::runtime::Runtime,
+    events: &[Bytes],
+    setting: Option<&Setting>,
+) -> (f64, f64) {
     let mut bodies = Vec::with_capacity(STREAMS);
+    let (heap_before, rss_before) = (ALLOCATOR.allocated(), rss_bytes().unwrap_or(0));
     for _ in 0..STREAMS {
-        let mut body = runtime.block_on(open(events[..2].to_vec(), setting));
-        // One event in and out (the encoders allocate lazily).
-        while poll_once(&mut body).is_pending() {}
+        let mut body = runtime.block_on(open(events.to_vec(), setting));
+        // Every event in and out, but not the end (which frees nothing, but is not the state of
+        // an open stream).
+        let mut left = events.len();
+        while left > 0 {
+            if let Poll::Ready(Some(_)) = poll_once(&mut body) {
+                left -= 1;
+            }
+        }
         bodies.push(body);
     }
+    let heap = ALLOCATOR.allocated().saturating_sub(heap_before) as f64 / STREAMS as f64;
     let rss = rss_bytes().unwrap_or(0).saturating_sub(rss_before) as f64 / STREAMS as f64;
     drop(bodies);
-    rss
+    (heap, rss)
 }
 
 /// Runs this binary again to measure the memory of setting `index` (`identity` for none) on
-/// `items` events, in a process of its own.
-fn memory_in_child(index: Option<usize>, items: bool) -> f64 {
+/// `items` events, in a process of its own: (heap, RSS) per stream.
+fn memory_in_child(index: Option<usize>, items: bool) -> (f64, f64) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--memory")
         .arg(index.map_or_else(|| "identity".to_owned(), |i| i.to_string()))
@@ -214,11 +285,9 @@ fn memory_in_child(index: Option<usize>, items: bool) -> f64 {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut figures = text.split_whitespace().map(|f| f.parse().unwrap());
+    (figures.next().unwrap(), figures.next().unwrap())
 }
 
 struct Setting {
@@ -231,32 +300,38 @@ fn settings() -> Vec<Setting> {
     let only = |coding| Compression::new().order([coding]);
     vec![
         Setting {
-            name: "gzip (default: 6, window 2^12, memLevel 4)",
+            name: "gzip, default (level 6, window 2^12, memLevel 4)",
             coding: Coding::Gzip,
             compression: only(Coding::Gzip),
         },
         Setting {
-            name: "gzip (zlib's defaults: 6, 2^15, memLevel 8)",
+            name: "gzip, zlib's defaults (6, 2^15, memLevel 8)",
             coding: Coding::Gzip,
             compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(15).mem_level(8)),
         },
         Setting {
-            name: "br (default: quality 4, window 2^16)",
+            name: "br, default (quality 3, window 2^12)",
             coding: Coding::Br,
             compression: only(Coding::Br),
         },
         Setting {
-            name: "br (quality 5, window 2^22)",
+            name: "br, quality 4, window 2^16 (the previous default)",
             coding: Coding::Br,
-            compression: only(Coding::Br).br(Brotli::new().quality(5).window_bits(22)),
+            compression: only(Coding::Br).br(Brotli::new().quality(4).window_bits(16)),
         },
         Setting {
-            name: "zstd (default: 3, window 2^14, hash/chain 2^12)",
+            name: "zstd, default (level 3, window 2^12, hash/chain 2^10)",
             coding: Coding::Zstd,
             compression: only(Coding::Zstd),
         },
         Setting {
-            name: "zstd (level 3, window 2^22, hash 2^17, chain 2^16)",
+            name: "zstd, level 3, window 2^14, hash/chain 2^12 (the previous default)",
+            coding: Coding::Zstd,
+            compression: only(Coding::Zstd)
+                .zstd(Zstd::new().window_log(14).hash_log(12).chain_log(12)),
+        },
+        Setting {
+            name: "zstd, level 3, window 2^22, hash 2^17, chain 2^16",
             coding: Coding::Zstd,
             compression: only(Coding::Zstd)
                 .zstd(Zstd::new().window_log(22).hash_log(17).chain_log(16)),
@@ -264,64 +339,304 @@ fn settings() -> Vec<Setting> {
     ]
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let settings = settings();
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "--memory") {
-        let setting = args[at + 1].parse::<usize>().ok().map(|i| &settings[i]);
-        let events: Vec<Bytes> = (0..2).map(|n| event(n, args[at + 2] == "1k")).collect();
-        println!("{}", memory(&runtime, &events, setting));
-        return;
-    }
+/// Ratio, CPU and memory of every setting, on ~300 B and ~1 KiB events.
+fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting]) {
     for (label, items) in [
         ("~300 B JSON progress events", false),
         ("~1 KiB events", true),
     ] {
-        let events: Vec<Bytes> = (0..N).map(|n| event(n, items)).collect();
+        let events = events(N, items);
         let plain: usize = events.iter().map(Bytes::len).sum();
         println!(
-            "\n{label}: {N} events, {:.0} B each on average, one flush per event\n",
+            "\n{label}: {N} events, {:.0} B each on average, one flush per event; memory: \
+             {STREAMS} streams of {EVENTS_PER_STREAM} events\n",
             plain as f64 / N as f64
         );
-        println!(
-            "| setting | wire / identity | per event p50 / p99 (added) | CPU per MB | memory per stream |"
-        );
+        println!("| setting | wire / identity | CPU per MB | heap per stream | RSS per stream |");
         println!("|---|---|---|---|---|");
-        let identity = run(&runtime, &events, None);
+        let identity = run(runtime, &events, None);
         assert_eq!(identity.wire, plain);
-        let mut base = identity.per_event.clone();
-        base.sort();
-        let (base_p50, base_p99) = (percentile(&base, 0.5), percentile(&base, 0.99));
-        let id_rss = memory_in_child(None, items);
+        let (id_heap, id_rss) = memory_in_child(None, items);
         println!(
-            "| identity | 1.000 ({plain} B) | {:.1} / {:.1} µs | {:.1} ms | {:.1} KiB (the whole stream) |",
-            base_p50.as_secs_f64() * 1e6,
-            base_p99.as_secs_f64() * 1e6,
+            "| identity | 1.000 ({plain} B) | {:.1} ms | {:.1} KiB (the whole stream) | {:.1} KiB |",
             identity.total.as_secs_f64() * 1e3 / (plain as f64 / 1e6),
+            id_heap / 1024.0,
             id_rss / 1024.0
         );
         for (index, setting) in settings.iter().enumerate() {
-            let result = run(&runtime, &events, Some(setting));
-            let mut times = result.per_event.clone();
-            times.sort();
-            let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-            let rss = memory_in_child(Some(index), items);
+            let result = run(runtime, &events, Some(setting));
+            let (heap, rss) = memory_in_child(Some(index), items);
             println!(
-                "| {} | {:.3} ({} B) | {:.1} / {:.1} µs (+{:.1} / +{:.1}) | {:.1} ms | +{:.1} KiB |",
+                "| {} | {:.3} ({} B) | {:.1} ms | +{:.1} KiB | +{:.1} KiB |",
                 setting.name,
                 result.wire as f64 / plain as f64,
                 result.wire,
-                p50.as_secs_f64() * 1e6,
-                p99.as_secs_f64() * 1e6,
-                p50.saturating_sub(base_p50).as_secs_f64() * 1e6,
-                p99.saturating_sub(base_p99).as_secs_f64() * 1e6,
                 result.total.as_secs_f64() * 1e3 / (plain as f64 / 1e6),
+                (heap - id_heap) / 1024.0,
                 (rss - id_rss) / 1024.0,
             );
         }
+    }
+}
+
+/// An incremental decoder: everything written so far, decoded as far as it goes.
+enum Decoder {
+    Identity(Vec<u8>),
+    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    Br(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
+    Zstd(zstd::zstd_safe::DCtx<'static>, Vec<u8>),
+}
+
+impl Decoder {
+    fn new(coding: Option<Coding>) -> Self {
+        match coding {
+            None => Self::Identity(Vec::new()),
+            Some(Coding::Gzip) => Self::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            Some(Coding::Br) => Self::Br(Box::new(brotli_decompressor::DecompressorWriter::new(
+                Vec::new(),
+                1 << 20,
+            ))),
+            Some(Coding::Zstd) => Self::Zstd(zstd::zstd_safe::DCtx::create(), Vec::new()),
+            Some(other) => unreachable!("{other}"),
+        }
+    }
+
+    /// Feeds `bytes` and returns everything decoded so far.
+    fn feed(&mut self, bytes: &[u8]) -> &[u8] {
+        match self {
+            Self::Identity(decoded) => {
+                decoded.extend_from_slice(bytes);
+                decoded
+            }
+            Self::Gzip(d) => {
+                d.write_all(bytes).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+            Self::Br(d) => {
+                d.write_all(bytes).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+            Self::Zstd(dctx, decoded) => {
+                let mut input = zstd::zstd_safe::InBuffer::around(bytes);
+                while !bytes.is_empty() {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut output = zstd::zstd_safe::OutBuffer::around(&mut buffer[..]);
+                    dctx.decompress_stream(&mut output, &mut input).unwrap();
+                    let written = output.pos();
+                    decoded.extend_from_slice(&buffer[..written]);
+                    if input.pos() == bytes.len() && written < buffer.len() {
+                        break;
+                    }
+                }
+                decoded
+            }
+        }
+    }
+}
+
+/// The instant the latency runs measure from (server and client are one process).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn micros_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_micros()).unwrap()
+}
+
+/// Serves event streams at 1 event/ms through a layer compressing with `compression`, on
+/// 127.0.0.1 with `TCP_NODELAY`. Returns the address.
+async fn latency_server(compression: Compression, items: bool) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = SseLayer::new()
+        .no_heartbeat()
+        .no_retry()
+        .compress(compression);
+    let service = layer.layer(service_fn(
+        move |_: Request<hyper::body::Incoming>| async move {
+            let (mut tx, mut response) = tower_sse_test_support::loopback::sse_channel();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(Duration::from_millis(1));
+                for n in 0..LATENCY_N {
+                    interval.tick().await;
+                    if tx
+                        .send_data(event(n, items, micros_since_epoch()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/event-stream"),
+            );
+            Ok::<_, Infallible>(response)
+        },
+    ));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            stream.set_nodelay(true).unwrap();
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One stream from `addr`, asking for `coding`: the latency of every event, in microseconds.
+async fn latency_run(addr: std::net::SocketAddr, coding: Option<Coding>) -> Vec<u64> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .uri("/events")
+        .header(header::HOST, "127.0.0.1")
+        .header(header::ACCEPT, "text/event-stream")
+        .header(
+            header::ACCEPT_ENCODING,
+            coding.map_or("identity", Coding::as_str),
+        )
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap()),
+        coding.map(Coding::as_str)
+    );
+    let mut body = response.into_body();
+    let mut decoder = Decoder::new(coding);
+    let mut scanned = 0;
+    let mut latencies = Vec::with_capacity(LATENCY_N);
+    while latencies.len() < LATENCY_N {
+        let frame = body.frame().await.expect("stream ended early").unwrap();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let decoded = decoder.feed(&data);
+        let now = micros_since_epoch();
+        while let Some(end) = memchr::memmem::find(&decoded[scanned..], b"\n\n") {
+            let event = &decoded[scanned..scanned + end];
+            scanned += end + 2;
+            let at =
+                memchr::memmem::find(event, b"\"ts_us\":").expect("an event without ts_us") + 8;
+            let digits = event[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let sent: u64 = std::str::from_utf8(&event[at..at + digits])
+                .unwrap()
+                .parse()
+                .unwrap();
+            latencies.push(now.saturating_sub(sent - TS_BASE_US));
+        }
+    }
+    latencies
+}
+
+fn percentile_us(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Latency per event on loopback at 1 event/ms: identity and each coding's default, in turn.
+fn latency_tables(runtime: &tokio::runtime::Runtime) {
+    let codings: [Option<Coding>; 4] = [
+        None,
+        Some(Coding::Gzip),
+        Some(Coding::Br),
+        Some(Coding::Zstd),
+    ];
+    for (label, items) in [
+        ("~300 B JSON progress events", false),
+        ("~1 KiB events", true),
+    ] {
+        let mut all: Vec<Vec<u64>> = vec![Vec::new(); codings.len()];
+        runtime.block_on(async {
+            // One server per coding (each offers only its own), all up before the first run.
+            let mut servers = Vec::new();
+            for coding in codings {
+                let compression = Compression::new().order(coding);
+                servers.push(latency_server(compression, items).await);
+            }
+            for _ in 0..ROUNDS {
+                for (i, coding) in codings.iter().enumerate() {
+                    all[i].extend(latency_run(servers[i], *coding).await);
+                }
+            }
+        });
+        println!(
+            "\n{label}, loopback, 1 event/ms, {ROUNDS} rounds of {LATENCY_N} events per coding, \
+             in turn\n"
+        );
+        println!("| coding (default settings) | p50 | p99 | max | added p50 / p99 |");
+        println!("|---|---|---|---|---|");
+        let mut base = (0, 0);
+        for (i, coding) in codings.iter().enumerate() {
+            let mut sorted = all[i].clone();
+            sorted.sort_unstable();
+            let (p50, p99) = (percentile_us(&sorted, 0.5), percentile_us(&sorted, 0.99));
+            if coding.is_none() {
+                base = (p50, p99);
+            }
+            println!(
+                "| {} | {p50} µs | {p99} µs | {} µs | {:+} / {:+} µs |",
+                coding.map_or("identity", Coding::as_str),
+                sorted.last().unwrap(),
+                p50 as i64 - base.0 as i64,
+                p99 as i64 - base.1 as i64,
+            );
+        }
+    }
+}
+
+fn main() {
+    let settings = settings();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--memory") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let setting = args[at + 1].parse::<usize>().ok().map(|i| &settings[i]);
+        let events = events(EVENTS_PER_STREAM, args[at + 2] == "1k");
+        let (heap, rss) = memory(&runtime, &events, setting);
+        println!("{heap} {rss}");
+        return;
+    }
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|at| args[at + 1].clone());
+    if only.as_deref() != Some("latency") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        ratio_tables(&runtime, &settings);
+    }
+    if only.as_deref() != Some("ratio") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        latency_tables(&runtime);
     }
 }

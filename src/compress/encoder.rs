@@ -418,3 +418,32 @@ mod zstd_codec {
         }
     }
 }
+
+#[cfg(all(test, feature = "zstd"))]
+mod tests {
+    use super::*;
+
+    /// Issue 12's bound: ≤ 64 KiB of encoder state per stream by default. libzstd's own count
+    /// (`ZSTD_sizeof_CCtx`), once the context has encoded and flushed events, so that its
+    /// workspace is allocated at its full size.
+    #[test]
+    fn zstd_state_per_stream_is_at_most_64_kib_by_default() {
+        let mut codec = Codec::new(Coding::Zstd, &Compression::new()).unwrap();
+        let mut out = Vec::new();
+        for n in 0..200_usize {
+            let event = format!(
+                "id: {n}\ndata: {{\"record\":\"rec-{:06}\",\"processed\":{},\"stage\":\"load\"}}\n\n",
+                n * 7919 % 1_000_000,
+                n * 3
+            );
+            codec.run(event.as_bytes(), &mut out, Op::Process).unwrap();
+            codec.run(&[], &mut out, Op::Flush).unwrap();
+        }
+        // Larger than the window: the workspace for a full block.
+        codec.run(&[b'x'; 20_000], &mut out, Op::Flush).unwrap();
+        let Codec::Zstd(cctx) = &codec else {
+            unreachable!("a zstd codec")
+        };
+        assert!(cctx.sizeof() <= 64 * 1024, "{} bytes", cctx.sizeof());
+    }
+}

@@ -18,13 +18,19 @@
 //! # What it costs per stream
 //!
 //! An encoder's state lives as long as its stream. The defaults are chosen for many streams
-//! (measured, per stream, in `BENCHMARKS.md`):
+//! (measured, per stream, in `BENCHMARKS.md`: heap allocated by the encoder, which is what
+//! 10,000 streams cost once their tables have been touched):
 //!
-//! | coding | feature | default | state per stream |
-//! |---|---|---|---|
-//! | `zstd` | `zstd` | level 3, window 2^14, hash 2^12, chain 2^12 | ~ 86 KiB |
-//! | `br` | `br` | quality 4, window 2^16 | ~ 435–550 KiB |
-//! | `gzip` | `gzip` | level 6, window 2^12, memLevel 4 | ~ 156 KiB (zlib-rs's hash table alone is 128 KiB) |
+//! | coding | feature | default | state per stream | smallest possible |
+//! |---|---|---|---|---|
+//! | `zstd` | `zstd` | level 3, window 2^12, hash 2^10, chain 2^10 | 60 KiB | — |
+//! | `gzip` | `gzip` | level 6, window 2^12, memLevel 4 | 154 KiB | ~ 134 KiB: zlib-rs's hash table is 128 KiB whatever the settings |
+//! | `br` | `br` | quality 3, window 2^12 | 310 KiB | ~ 310 KiB: qualities 2 to 4 hash into 2^16 to 2^17 buckets whatever the window; 0 and 1 keep no history from one flush to the next (0.8–0.9× of identity) |
+//!
+//! Only zstd stays within 64 KiB per stream; the default order (zstd, gzip, br) therefore puts
+//! zstd first and Brotli, which costs the most memory and CPU and compresses one-event flushes no
+//! better than the others, last. On event streams flushed after every event, a larger window
+//! gains little or nothing: the events a JSON stream repeats are the last few.
 
 mod encoder;
 mod negotiate;
@@ -88,14 +94,15 @@ impl fmt::Display for Coding {
     }
 }
 
-/// The default preference order: the best ratio on JSON event streams first.
-const DEFAULT_ORDER: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
+/// The default preference order: the ratios on JSON event streams are close (see the module
+/// docs), so the smallest state per stream first.
+const DEFAULT_ORDER: [Coding; 3] = [Coding::Zstd, Coding::Gzip, Coding::Br];
 
 /// How [`SseLayer::compress`](crate::SseLayer::compress) encodes event streams: which codings,
 /// in which order of preference, with which settings.
 ///
 /// [`Compression::new`] offers every coding compiled in (features `gzip`, `br`, `zstd`), in the
-/// order zstd, br, gzip; the client's q-values come first, this order breaks ties.
+/// order zstd, gzip, br; the client's q-values come first, this order breaks ties.
 ///
 /// ```
 /// use tower_sse::{Coding, Compression, Gzip, Zstd};
@@ -128,7 +135,7 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Creates a new [`Compression`]: every coding compiled in, zstd, br then gzip, each with
+    /// Creates a new [`Compression`]: every coding compiled in, zstd, gzip then br, each with
     /// its defaults.
     pub fn new() -> Self {
         Self::default()
@@ -137,7 +144,7 @@ impl Compression {
     /// The codings offered, in order of preference: the first a client accepts (with its
     /// highest q-value) is used. Duplicates are ignored; an empty list turns compression off.
     ///
-    /// Default: zstd, br, gzip.
+    /// Default: zstd, gzip, br (smallest state per stream first).
     pub fn order(mut self, order: impl IntoIterator<Item = Coding>) -> Self {
         self.order.clear();
         for coding in order {
@@ -182,7 +189,17 @@ impl Compression {
 /// Settings of the gzip encoder (zlib-rs; feature `gzip`).
 ///
 /// Its state per stream is about `2^(window_bits + 2) + 2^(mem_level + 9)` bytes plus zlib-rs's
-/// fixed 128 KiB hash table.
+/// fixed 128 KiB hash table: 154 KiB with the defaults, never less than about 134 KiB.
+///
+/// ```
+/// use tower_sse::{Coding, Compression, Gzip};
+///
+/// // zlib's own defaults: a 32 KiB window (about 370 KiB per stream).
+/// let compression = Compression::new()
+///     .order([Coding::Gzip])
+///     .gzip(Gzip::new().level(6).window_bits(15).mem_level(8));
+/// # let _ = compression;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -230,6 +247,19 @@ impl Gzip {
 }
 
 /// Settings of the Brotli encoder (the `brotli` crate; feature `br`).
+///
+/// Qualities 2 to 4 keep a hash table of 2^16 (2, 3) or 2^17 (4) buckets whatever the window:
+/// 310 KiB per stream at quality 3 (the default), 710 KiB at 4. Qualities 0 and 1 need almost
+/// nothing but forget everything at each flush, and 5 and up need megabytes.
+///
+/// ```
+/// use tower_sse::{Brotli, Coding, Compression};
+///
+/// let compression = Compression::new()
+///     .order([Coding::Br])
+///     .br(Brotli::new().quality(4).window_bits(16));
+/// # let _ = compression;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -241,26 +271,27 @@ pub struct Brotli {
 impl Default for Brotli {
     fn default() -> Self {
         Self {
-            quality: 4,
-            window_bits: 16,
+            quality: 3,
+            window_bits: 12,
         }
     }
 }
 
 impl Brotli {
-    /// Creates a new [`Brotli`] with the defaults: quality 4, window 2^16 bytes.
+    /// Creates a new [`Brotli`] with the defaults: quality 3, window 2^12 bytes.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The quality, 0 to 11 (clamped). Default: 4. Qualities 5 and up keep much larger match
-    /// finders (megabytes per stream).
+    /// The quality, 0 to 11 (clamped). Default: 3. Qualities 5 and up keep much larger match
+    /// finders (megabytes per stream); 0 and 1 compress each flush on its own.
     pub const fn quality(mut self, quality: u8) -> Self {
         self.quality = if quality > 11 { 11 } else { quality };
         self
     }
 
-    /// The window (`lgwin`) is `2^bits - 16` bytes, 10 to 24 (clamped). Default: 16.
+    /// The window (`lgwin`) is `2^bits - 16` bytes, 10 to 24 (clamped). Default: 12 (4 KiB: a
+    /// dozen 300-byte events).
     pub const fn window_bits(mut self, bits: u8) -> Self {
         self.window_bits = clamp(bits, 10, 24);
         self
@@ -268,6 +299,19 @@ impl Brotli {
 }
 
 /// Settings of the zstd encoder (libzstd through the `zstd` crate; feature `zstd`).
+///
+/// Its state per stream (`ZSTD_sizeof_CCtx` once it has encoded) is about three times the
+/// window plus the two tables: 60 KiB with the defaults, 165 KiB with a window of 2^14 and
+/// tables of 2^12.
+///
+/// ```
+/// use tower_sse::{Coding, Compression, Zstd};
+///
+/// let compression = Compression::new()
+///     .order([Coding::Zstd])
+///     .zstd(Zstd::new().level(1).window_log(14).hash_log(12).chain_log(12));
+/// # let _ = compression;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
@@ -282,16 +326,16 @@ impl Default for Zstd {
     fn default() -> Self {
         Self {
             level: 3,
-            window_log: 14,
-            hash_log: 12,
-            chain_log: 12,
+            window_log: 12,
+            hash_log: 10,
+            chain_log: 10,
         }
     }
 }
 
 impl Zstd {
-    /// Creates a new [`Zstd`] with the defaults: level 3, window 2^14 bytes, hash and chain
-    /// tables of 2^12 entries.
+    /// Creates a new [`Zstd`] with the defaults: level 3, window 2^12 bytes, hash and chain
+    /// tables of 2^10 entries.
     pub fn new() -> Self {
         Self::default()
     }
@@ -308,19 +352,20 @@ impl Zstd {
         self
     }
 
-    /// The window is `2^log` bytes, 10 to 24 (clamped). Default: 14.
+    /// The window is `2^log` bytes, 10 to 24 (clamped). Default: 12 (4 KiB: a dozen 300-byte
+    /// events).
     pub const fn window_log(mut self, log: u8) -> Self {
         self.window_log = clamp(log, 10, 24);
         self
     }
 
-    /// The hash table has `2^log` entries of 4 bytes, 6 to 24 (clamped). Default: 12.
+    /// The hash table has `2^log` entries of 4 bytes, 6 to 24 (clamped). Default: 10.
     pub const fn hash_log(mut self, log: u8) -> Self {
         self.hash_log = clamp(log, 6, 24);
         self
     }
 
-    /// The chain table has `2^log` entries of 4 bytes, 6 to 24 (clamped). Default: 12.
+    /// The chain table has `2^log` entries of 4 bytes, 6 to 24 (clamped). Default: 10.
     pub const fn chain_log(mut self, log: u8) -> Self {
         self.chain_log = clamp(log, 6, 24);
         self
