@@ -29,11 +29,14 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use proptest::prelude::*;
 use support::{BoxError, sse_parser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_sse::resume::GiveUpReason;
 use tower_sse::{ResumeLayer, ResumeMetrics, SseLayer};
+use tower_sse_test_support::dying_upstream::{
+    Plan, answer, dying_upstream, event, read_last_event_id,
+};
 
 type Chunk = Result<Frame<Bytes>, BoxError>;
 /// The `Last-Event-ID` of each request an upstream saw.
@@ -573,129 +576,6 @@ async fn responses_that_are_not_event_streams_pass_through() {
 // ---------------------------------------------------------------------------------------------
 // Loopback upstreams.
 
-/// How one upstream connection's response goes.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    /// `n` events after the client's id, then a TCP reset.
-    ResetAtBoundary(usize),
-    /// `n` events and the first line of the next, then a TCP reset.
-    ResetMidEvent(usize),
-    /// `n` events and part of the next event's first line, then the connection closes without
-    /// the last chunk (a truncated chunked body).
-    TruncatedMidLine(usize),
-    /// `n` events, then a clean end of the body.
-    End(usize),
-    /// 204 No Content.
-    NoContent,
-    /// 503.
-    Unavailable,
-}
-
-fn event(id: usize) -> String {
-    format!("id: {id}\ndata: event {id}\n\n")
-}
-
-/// Serves `plans` (one per connection, the last repeated) on a fresh loopback port, honouring
-/// `Last-Event-ID` (events are numbered from 1). Returns the address and the ids asked for.
-async fn upstream(plans: Vec<Plan>) -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    tokio::spawn(serve_plans(
-        listener,
-        plans,
-        Arc::clone(&seen),
-        Arc::new(AtomicUsize::new(0)),
-    ));
-    (addr, seen)
-}
-
-async fn serve_plans(
-    listener: TcpListener,
-    plans: Vec<Plan>,
-    seen: Arc<Mutex<Vec<Option<String>>>>,
-    count: Arc<AtomicUsize>,
-) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let n = count.fetch_add(1, Ordering::SeqCst);
-        let plan = plans[n.min(plans.len() - 1)];
-        let seen = Arc::clone(&seen);
-        tokio::spawn(async move {
-            let _ = answer(stream, plan, &seen).await;
-        });
-    }
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    plan: Plan,
-    seen: &Mutex<Vec<Option<String>>>,
-) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0_u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let id = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("last-event-id")
-            .then(|| value.trim().to_owned())
-    });
-    seen.lock().unwrap().push(id.clone());
-    let next = id.map_or(1, |id| id.parse::<usize>().unwrap() + 1);
-    let status = match plan {
-        Plan::NoContent => "204 No Content",
-        Plan::Unavailable => "503 Service Unavailable",
-        _ => "200 OK",
-    };
-    let mut response = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
-    if !matches!(plan, Plan::NoContent | Plan::Unavailable) {
-        response.push_str("content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n");
-    } else {
-        response.push_str("content-length: 0\r\n");
-    }
-    response.push_str("\r\n");
-    stream.write_all(response.as_bytes()).await?;
-    let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
-    let events = |n: usize| -> String { (next..next + n).map(|id| chunk(&event(id))).collect() };
-    match plan {
-        Plan::ResetAtBoundary(n) | Plan::ResetMidEvent(n) => {
-            let mut body = events(n);
-            if matches!(plan, Plan::ResetMidEvent(_)) {
-                body.push_str(&chunk(&format!("id: {}\n", next + n)));
-            }
-            stream.write_all(body.as_bytes()).await?;
-            stream.flush().await?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            stream.set_zero_linger()?;
-            drop(stream);
-        }
-        Plan::TruncatedMidLine(n) => {
-            let mut body = events(n);
-            body.push_str(&chunk(&format!("id: {}\ndata: eve", next + n)));
-            stream.write_all(body.as_bytes()).await?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            stream.shutdown().await?;
-        }
-        Plan::End(n) => {
-            let mut body = events(n);
-            body.push_str("0\r\n\r\n");
-            stream.write_all(body.as_bytes()).await?;
-            stream.shutdown().await?;
-        }
-        Plan::NoContent | Plan::Unavailable => stream.shutdown().await?,
-    }
-    Ok(())
-}
-
 type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Empty<Bytes>,
@@ -734,7 +614,7 @@ fn quick() -> ResumeLayer {
 
 #[tokio::test]
 async fn loopback_upstream_dying_in_every_way_is_resumed_on_one_response() {
-    let (addr, seen) = upstream(vec![
+    let (addr, seen) = dying_upstream(vec![
         Plan::ResetAtBoundary(3),
         Plan::ResetMidEvent(2),
         Plan::TruncatedMidLine(2),
@@ -765,7 +645,7 @@ async fn loopback_upstream_dying_in_every_way_is_resumed_on_one_response() {
 
 #[tokio::test]
 async fn loopback_clean_end_without_resume_on_end_ends_the_clients_stream() {
-    let (addr, seen) = upstream(vec![Plan::ResetMidEvent(1), Plan::End(2)]).await;
+    let (addr, seen) = dying_upstream(vec![Plan::ResetMidEvent(1), Plan::End(2)]).await;
     let service = quick().layer(hyper_client());
     let response = service.oneshot(request_to(addr)).await.unwrap();
     let (bytes, error) =
@@ -869,24 +749,10 @@ async fn stream_events(
     total: usize,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0_u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let next = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("last-event-id")
-                .then(|| value.trim().parse::<usize>().unwrap() + 1)
-        })
-        .unwrap_or(1);
+    let Some(id) = read_last_event_id(&mut stream).await? else {
+        return Ok(());
+    };
+    let next = id.map_or(1, |id| id.parse::<usize>().unwrap() + 1);
     stream
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
         .await?;

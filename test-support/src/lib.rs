@@ -10,6 +10,8 @@
 //! - [`grpc`] (feature `grpc`, on by default): a `String` codec for tonic;
 //! - [`loopback`] (feature `loopback`, on by default): servers on `127.0.0.1:0`, raw and hyper
 //!   clients, for the integration tests;
+//! - [`dying_upstream`] (feature `loopback`): a raw upstream that honours `Last-Event-ID` and
+//!   dies in a chosen way on each connection, for the resume tests;
 //! - [`events_of`], [`split_wrapping`], [`eventually`], [`rss_bytes`]: small helpers.
 //!
 //! It depends on `tower-sse` itself (as h2-support depends on h2), with the hidden, unstable
@@ -26,6 +28,8 @@
 
 pub mod bench_summary;
 pub mod checks;
+#[cfg(feature = "loopback")]
+pub mod dying_upstream;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod header_rules;
