@@ -14,113 +14,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{Running, dechunk, raw_exchange, split_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tower_sse_test_support::dying_upstream::{Plan as Death, dying_upstream, event};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|&arg| arg.to_owned()).collect()
-}
-
-fn event(id: usize) -> String {
-    format!("id: {id}\ndata: event {id}\n\n")
-}
-
-/// How one upstream connection ends.
-#[derive(Clone, Copy, Debug)]
-enum Death {
-    /// `n` events, the start of the next, then a TCP reset.
-    ResetMidEvent(usize),
-    /// `n` events, half a line of the next, then a close without the last chunk.
-    TruncatedMidLine(usize),
-    /// `n` events and a clean end.
-    End(usize),
-}
-
-/// A raw HTTP/1.1 upstream on a fresh loopback port: connection `k` serves events from
-/// `Last-Event-ID + 1` (from 1 without it) and dies as `plans[k]` says (the last plan repeats).
-/// Returns its address and the `Last-Event-ID` of each request it got.
-async fn dying_upstream(plans: Vec<Death>) -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let plan = plans[n.min(plans.len() - 1)];
-            let seen = Arc::clone(&record);
-            tokio::spawn(async move {
-                let _ = answer(stream, plan, &seen).await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    plan: Death,
-    seen: &Mutex<Vec<Option<String>>>,
-) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0_u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let id = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("last-event-id")
-            .then(|| value.trim().to_owned())
-    });
-    seen.lock().unwrap().push(id.clone());
-    let next = id.map_or(1, |id| id.parse::<usize>().unwrap() + 1);
-    stream
-        .write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-              transfer-encoding: chunked\r\n\r\n",
-        )
-        .await?;
-    let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
-    let events = |n: usize| -> String { (next..next + n).map(|id| chunk(&event(id))).collect() };
-    match plan {
-        Death::ResetMidEvent(n) => {
-            let mut body = events(n);
-            body.push_str(&chunk(&format!("id: {}\n", next + n)));
-            stream.write_all(body.as_bytes()).await?;
-            stream.flush().await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            stream.set_zero_linger()?;
-            drop(stream);
-        }
-        Death::TruncatedMidLine(n) => {
-            let mut body = events(n);
-            body.push_str(&chunk(&format!("id: {}\ndata: eve", next + n)));
-            stream.write_all(body.as_bytes()).await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            stream.shutdown().await?;
-        }
-        Death::End(n) => {
-            let mut body = events(n);
-            body.push_str("0\r\n\r\n");
-            stream.write_all(body.as_bytes()).await?;
-            stream.shutdown().await?;
-        }
-    }
-    Ok(())
 }
 
 /// The ids of the events in `data`, each checked against its `data:` line; comments and
