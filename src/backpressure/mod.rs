@@ -509,6 +509,44 @@ mod tests {
         assert_eq!(snapshot.queued_bytes, 0);
     }
 
+    /// A queue filled to exactly its limit must still take the producer's next frame under the
+    /// drop policies: the policy makes room after it. (It used to pause the producer there, as
+    /// `Disconnect` does, until the stall timeout closed the stream.)
+    #[tokio::test(start_paused = true)]
+    async fn drop_policies_never_pause_the_producer_at_exactly_the_limit() {
+        for policy in [
+            SlowClientPolicy::DropOldest,
+            SlowClientPolicy::LatestPerType,
+        ] {
+            let metrics = SseMetrics::new();
+            // Ten-byte events, a 100-byte buffer: the queue hits its limit exactly.
+            let slow = SlowClient::new()
+                .max_buffer(100)
+                .timeout(Duration::from_secs(30))
+                .policy(policy);
+            let (mut tx, body) = stream(layer(slow, &metrics)).await;
+            let producer = tokio::spawn(async move {
+                for n in 0..100_u32 {
+                    tx.send_data(Bytes::from(format!("data: {n:02}\n\n")))
+                        .await
+                        .unwrap();
+                }
+            });
+            // The client reads nothing; the producer must finish long before the stall timeout.
+            tokio::time::timeout(Duration::from_secs(5), producer)
+                .await
+                .unwrap_or_else(|_| panic!("{policy:?}: the producer was paused"))
+                .unwrap();
+            let snapshot = metrics.snapshot();
+            assert!(snapshot.queued_bytes <= 100, "{policy:?}: {snapshot:?}");
+            assert!(
+                snapshot.events_dropped + snapshot.events_coalesced >= 89,
+                "{policy:?}: {snapshot:?}"
+            );
+            drop(body);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn latest_per_type_keeps_the_newest_event_of_each_type() {
         let mut events = Vec::new();

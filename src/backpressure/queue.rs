@@ -100,7 +100,15 @@ impl State {
     /// Whether the pump may pull another frame from the upstream.
     pub(crate) fn has_room(&self, slow: &SlowClient) -> bool {
         // An empty queue always takes a frame: a zero limit holds one frame at a time.
-        self.bytes < slow.max_buffer || self.bytes == 0
+        match slow.policy {
+            SlowClientPolicy::Disconnect => self.bytes < slow.max_buffer || self.bytes == 0,
+            // `make_room` brings the queue back to at most the limit after each frame, so a queue
+            // at exactly the limit takes the next one. Over it, nothing could be dropped (one
+            // event larger than the limit, or an event already partly sent): wait.
+            SlowClientPolicy::DropOldest | SlowClientPolicy::LatestPerType => {
+                self.bytes <= slow.max_buffer
+            }
+        }
     }
 
     pub(crate) fn wake_consumer(&mut self) {
