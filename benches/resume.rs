@@ -18,18 +18,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::convert::Infallible;
-use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http::{Request, Response, header};
-use http_body::Body;
-use http_body_util::{BodyExt, Empty};
-use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use http_body_util::Empty;
+use tower::{Layer, Service, service_fn};
 use tower_sse::{ResumeLayer, SseLayer};
-use tower_sse_test_support::bench_summary::{self, Frames};
+use tower_sse_test_support::bench_summary::{self, Frames, drain, run};
 
 /// Frames per stream.
 const N: usize = 10_000;
@@ -57,42 +54,6 @@ fn request() -> Request<Empty<Bytes>> {
         .unwrap()
 }
 
-/// One request through `service`, its body polled to the end; returns the bytes seen.
-async fn drain<S, B>(service: S) -> usize
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    let mut body = service.oneshot(request()).await.unwrap().into_body();
-    let mut bytes = 0;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            bytes += black_box(data).len();
-        }
-    }
-    bytes
-}
-
-/// Times `iters` streams through clones of `service` on `runtime`.
-fn run<S, B>(runtime: &Runtime, service: &S, iters: u64) -> Duration
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    runtime.block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let bytes = drain(service.clone()).await;
-            debug_assert!(bytes >= N * EVENT.len());
-        }
-        start.elapsed()
-    })
-}
-
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,28 +65,37 @@ fn benches(c: &mut Criterion) {
     let watched = metrics.metrics_handle();
     // The stream is watched (resume on), and every frame passes as it is.
     assert_eq!(
-        runtime.block_on(drain(metrics.layer(inner()))),
-        N * EVENT.len()
+        runtime.block_on(drain(metrics.layer(inner()), request())),
+        (N, N * EVENT.len())
     );
     assert_eq!(watched.snapshot().streams, 1);
     let sse = SseLayer::new().no_retry().layer(inner());
     let sse_resume = SseLayer::new()
         .no_retry()
         .layer(ResumeLayer::new().layer(inner()));
-    assert_eq!(runtime.block_on(drain(sse_resume.clone())), N * EVENT.len());
+    assert_eq!(
+        runtime.block_on(drain(sse_resume.clone(), request())).1,
+        N * EVENT.len()
+    );
 
     let mut group = c.benchmark_group("resume");
     group.throughput(Throughput::Elements(N as u64));
     let bare = inner();
-    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
-    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &resume, i)));
+    group.bench_function("inner", |b| {
+        b.iter_custom(|i| run(&runtime, &bare, request, i))
+    });
+    group.bench_function("layer", |b| {
+        b.iter_custom(|i| run(&runtime, &resume, request, i))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("sse_resume");
     group.throughput(Throughput::Elements(N as u64));
-    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
+    group.bench_function("inner", |b| {
+        b.iter_custom(|i| run(&runtime, &sse, request, i))
+    });
     group.bench_function("layer", |b| {
-        b.iter_custom(|i| run(&runtime, &sse_resume, i));
+        b.iter_custom(|i| run(&runtime, &sse_resume, request, i));
     });
     group.finish();
 }

@@ -1,8 +1,19 @@
-//! Reads back what criterion measured in this run, so that a bench can print ratios to its own
-//! baseline measured in the same process (`benches/scanner.rs`, `benches/body.rs`).
+//! What the per-frame benches share (`benches/body.rs`, `benches/resume.rs`): the inner body
+//! [`Frames`], [`drain`] and [`run`] to time whole streams, and [`median_ns`] to read back what
+//! criterion measured in this run, so that a bench can print ratios to its own baseline measured
+//! in the same process (`benches/scanner.rs` too).
 
+use std::fmt::Debug;
+use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Buf;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
 
 /// Where criterion writes its results: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion` or
 /// `target/criterion` of the workspace (cargo runs benches from the package root, which is the
@@ -78,4 +89,50 @@ impl http_body::Body for Frames {
     fn is_end_stream(&self) -> bool {
         self.left == 0
     }
+}
+
+/// Sends `request` through `service` and polls the response body to its end, each frame passed
+/// through [`black_box`] and dropped as it arrives; returns the frames and the data bytes seen.
+///
+/// # Panics
+///
+/// When the service or the body fails (a bench has nothing better to do).
+pub async fn drain<S, R, B>(service: S, request: Request<R>) -> (usize, usize)
+where
+    S: Service<Request<R>, Response = Response<B>>,
+    S::Error: Debug,
+    B: Body + Unpin,
+    B::Error: Debug,
+{
+    let mut body = service.oneshot(request).await.unwrap().into_body();
+    let (mut frames, mut bytes) = (0, 0);
+    while let Some(frame) = body.frame().await {
+        let frame = black_box(frame.unwrap());
+        frames += 1;
+        bytes += frame.data_ref().map_or(0, Buf::remaining);
+    }
+    (frames, bytes)
+}
+
+/// Times `iters` streams on `runtime`: each a [`drain`] of a fresh `request()` through a clone of
+/// `service` (for criterion's `iter_custom`).
+pub fn run<S, R, B>(
+    runtime: &Runtime,
+    service: &S,
+    request: fn() -> Request<R>,
+    iters: u64,
+) -> Duration
+where
+    S: Service<Request<R>, Response = Response<B>> + Clone,
+    S::Error: Debug,
+    B: Body + Unpin,
+    B::Error: Debug,
+{
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(drain(service.clone(), request()).await);
+        }
+        start.elapsed()
+    })
 }

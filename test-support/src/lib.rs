@@ -6,7 +6,8 @@
 //! - [`seed`]: the fuzz inputs' byte formats (also the format of `fuzz/seeds/<target>/*`);
 //! - [`checks`]: the fuzz targets' checks, shared with `tests/fuzz_seeds.rs`;
 //! - [`header_rules`]: assertions over an event stream's fixed response headers;
-//! - [`bench_summary`]: reads back criterion's results for the benches' tables;
+//! - [`bench_summary`]: the per-frame benches' inner body, stream timing, and criterion's
+//!   results read back for their tables;
 //! - [`grpc`] (feature `grpc`, on by default): a `String` codec for tonic;
 //! - [`loopback`] (feature `loopback`, on by default): servers on `127.0.0.1:0`, raw and hyper
 //!   clients, for the integration tests;
