@@ -24,20 +24,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::convert::Infallible;
-use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures_util::StreamExt;
 use http::{Request, Response, header};
-use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Empty, StreamBody};
-use tokio::runtime::Runtime;
+use http_body::Frame;
+use http_body_util::{Empty, StreamBody};
 use tokio_stream::wrappers::ReceiverStream;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 use tower_sse::{SlowClient, SseLayer};
-use tower_sse_test_support::bench_summary::{self, Frames};
+use tower_sse_test_support::bench_summary::{self, Frames, drain, run};
 
 /// Frames per stream.
 const N: usize = 10_000;
@@ -96,43 +94,6 @@ fn request() -> Request<Empty<Bytes>> {
         .unwrap()
 }
 
-/// One request through `service`, its body polled to the end; returns the frames and the data
-/// bytes seen.
-async fn drain<S, B>(service: S) -> (usize, usize)
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    let mut body = service.oneshot(request()).await.unwrap().into_body();
-    let (mut frames, mut bytes) = (0, 0);
-    while let Some(frame) = body.frame().await {
-        let frame = black_box(frame.unwrap());
-        frames += 1;
-        bytes += frame.data_ref().map_or(0, Buf::remaining);
-    }
-    (frames, bytes)
-}
-
-/// Times `iters` streams through clones of `service` on `runtime`.
-fn run<S, B>(runtime: &Runtime, service: &S, iters: u64) -> Duration
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
-    S::Error: std::fmt::Debug,
-    B: Body + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    runtime.block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let (_, bytes) = drain(service.clone()).await;
-            debug_assert!(bytes >= N * EVENT.len());
-        }
-        start.elapsed()
-    })
-}
-
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -142,39 +103,51 @@ fn benches(c: &mut Criterion) {
     // The bodies are what the benchmark says they are: all frames ready at once are merged
     // into a few large ones; paced frames pass one by one (+ the `retry:` line).
     let sse = SseLayer::new().layer(inner("text/event-stream"));
-    let (frames, bytes) = runtime.block_on(drain(sse.clone()));
+    let (frames, bytes) = runtime.block_on(drain(sse.clone(), request()));
     assert!(frames < N / 100 && bytes == N * EVENT.len() + "retry: 3000\n".len());
     let paced = SseLayer::new().layer(paced_inner());
-    let (frames, bytes) = runtime.block_on(drain(paced.clone()));
+    let (frames, bytes) = runtime.block_on(drain(paced.clone(), request()));
     assert!(frames > N / 2 && bytes == N * EVENT.len() + "retry: 3000\n".len());
     let buffered = SseLayer::new()
         .slow_client(SlowClient::new())
         .layer(inner("text/event-stream"));
     let json = SseLayer::new().layer(inner("application/json"));
-    assert_eq!(runtime.block_on(drain(json.clone())).0, N);
+    assert_eq!(runtime.block_on(drain(json.clone(), request())).0, N);
 
     let mut group = c.benchmark_group("body_sse");
     group.throughput(Throughput::Elements(N as u64));
     let bare = inner("text/event-stream");
-    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
-    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &sse, i)));
+    group.bench_function("inner", |b| {
+        b.iter_custom(|i| run(&runtime, &bare, request, i))
+    });
+    group.bench_function("layer", |b| {
+        b.iter_custom(|i| run(&runtime, &sse, request, i))
+    });
     group.bench_function("layer_slow_client", |b| {
-        b.iter_custom(|i| run(&runtime, &buffered, i));
+        b.iter_custom(|i| run(&runtime, &buffered, request, i));
     });
     group.finish();
 
     let mut group = c.benchmark_group("body_sse_paced");
     group.throughput(Throughput::Elements(N as u64));
     let bare = paced_inner();
-    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
-    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &paced, i)));
+    group.bench_function("inner", |b| {
+        b.iter_custom(|i| run(&runtime, &bare, request, i))
+    });
+    group.bench_function("layer", |b| {
+        b.iter_custom(|i| run(&runtime, &paced, request, i))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("body_json");
     group.throughput(Throughput::Elements(N as u64));
     let bare = inner("application/json");
-    group.bench_function("inner", |b| b.iter_custom(|i| run(&runtime, &bare, i)));
-    group.bench_function("layer", |b| b.iter_custom(|i| run(&runtime, &json, i)));
+    group.bench_function("inner", |b| {
+        b.iter_custom(|i| run(&runtime, &bare, request, i))
+    });
+    group.bench_function("layer", |b| {
+        b.iter_custom(|i| run(&runtime, &json, request, i))
+    });
     group.finish();
 }
 
