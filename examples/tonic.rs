@@ -12,7 +12,6 @@
 //! ```text
 //! curl -N http://127.0.0.1:3000/events              # SSE: retry: 3000, then a tick a second
 //! cargo run --example tonic -- --client             # gRPC: 5 messages, 300 ms apart, status OK
-//! cargo run --example tonic -- --client 127.0.0.1:PORT --count 10
 //! ```
 //!
 //! The client prints each message as it arrives (with the time since the call), the response's
@@ -25,17 +24,12 @@
 //!
 //! Served with hyper-util's `auto` builder (HTTP/1.1 and HTTP/2 without TLS on the same port):
 //! gRPC needs HTTP/2, and `axum::serve` speaks HTTP/2 only with axum's `http2` feature.
-//!
-//! Options: `--listen ADDR` (default `127.0.0.1:3000`; the first line on stdout is the address
-//! actually bound, so `--listen 127.0.0.1:0` works); `--client [ADDR]` (default
-//! `127.0.0.1:3000`) with `--count N` (default 5). Ctrl-C stops the server.
+//! Ctrl-C stops the server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,40 +51,21 @@ use tonic::{Code, Status};
 use tower::ServiceBuilder;
 use tower_sse::SseLayer;
 
-const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+const ADDR: &str = "127.0.0.1:3000";
 const SERVICE: &str = "demo.Ticker";
 const WATCH: &str = "/demo.Ticker/Watch";
 /// Time between two gRPC messages.
 const MESSAGE_EVERY: Duration = Duration::from_millis(300);
 
-enum Mode {
-    Server(SocketAddr),
-    Client { server: SocketAddr, count: u32 },
-}
-
 #[tokio::main]
 async fn main() {
-    match parse_args() {
-        Ok(Mode::Server(addr)) => server(addr).await,
-        Ok(Mode::Client { server, count }) => {
-            if let Err(error) = client(server, count).await {
-                eprintln!("tonic example client: {error}");
-                let mut source = error.source();
-                while let Some(cause) = source {
-                    eprintln!("  caused by: {cause}");
-                    source = cause.source();
-                }
-                std::process::exit(1);
-            }
+    if std::env::args().nth(1).as_deref() == Some("--client") {
+        if let Err(error) = client(5).await {
+            eprintln!("tonic example client: {error}");
+            std::process::exit(1);
         }
-        Err(message) => {
-            eprintln!("tonic example: {message}");
-            eprintln!(
-                "usage: cargo run --example tonic -- [--listen ADDR]\n       \
-                 cargo run --example tonic -- --client [ADDR] [--count N]"
-            );
-            std::process::exit(2);
-        }
+    } else {
+        server().await;
     }
 }
 
@@ -209,17 +184,9 @@ async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     Sse::new(ticks)
 }
 
-async fn server(addr: SocketAddr) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("tonic example: cannot listen on {addr}: {error}");
-            std::process::exit(1);
-        }
-    };
-    let local = listener.local_addr().unwrap();
-    println!("listening on http://{local} (gRPC {WATCH} and SSE /events)");
-    std::io::stdout().flush().ok();
+async fn server() {
+    let listener = tokio::net::TcpListener::bind(ADDR).await.unwrap();
+    println!("listening on http://{ADDR} (gRPC {WATCH} and SSE /events)");
 
     let router = tonic::service::Routes::new(TickerServer)
         .into_axum_router()
@@ -231,13 +198,7 @@ async fn server(addr: SocketAddr) {
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    eprintln!("tonic example: accept failed: {error}");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted.unwrap(),
             _ = &mut ctrl_c => break,
         };
         let service = TowerToHyperService::new(app.clone());
@@ -267,13 +228,13 @@ fn client_left(error: &(dyn std::error::Error + 'static)) -> bool {
 // ---------------------------------------------------------------------------------------------
 // The client: calls `Watch` and prints what arrives.
 
-async fn client(server: SocketAddr, count: u32) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = Channel::from_shared(format!("http://{server}"))?
+async fn client(count: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = Channel::from_shared(format!("http://{ADDR}"))?
         .connect()
         .await?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
-    println!("calling {WATCH}({count}) on {server}");
+    println!("calling {WATCH}({count}) on {ADDR}");
     let started = tokio::time::Instant::now();
     let response = grpc
         .server_streaming(
@@ -318,40 +279,5 @@ async fn client(server: SocketAddr, count: u32) -> Result<(), Box<dyn std::error
                 return Err(status.into());
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/// `--listen ADDR` for the server; `--client [ADDR] [--count N]` for the client.
-fn parse_args() -> Result<Mode, String> {
-    let mut listen = DEFAULT_ADDR.to_owned();
-    let mut client: Option<String> = None;
-    let mut count = "5".to_owned();
-    let mut args = std::env::args().skip(1).peekable();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => listen = args.next().ok_or("--listen needs an address")?,
-            "--client" => {
-                let server = args.next_if(|next| !next.starts_with("--"));
-                client = Some(server.unwrap_or_else(|| DEFAULT_ADDR.to_owned()));
-            }
-            "--count" => count = args.next().ok_or("--count needs a number")?,
-            "-h" | "--help" => return Err("help".to_owned()),
-            _ => return Err(format!("unknown argument {arg:?}")),
-        }
-    }
-    let parse_addr = |text: String| {
-        text.parse::<SocketAddr>()
-            .map_err(|error| format!("bad address {text:?}: {error}"))
-    };
-    match client {
-        Some(server) => Ok(Mode::Client {
-            server: parse_addr(server)?,
-            count: count
-                .parse()
-                .map_err(|error| format!("bad count {count:?}: {error}"))?,
-        }),
-        None => Ok(Mode::Server(parse_addr(listen)?)),
     }
 }
