@@ -18,12 +18,16 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tower_sse::resume::{GiveUpReason, ResumeSnapshot};
 use tower_sse::{CloseReason, ResumeMetrics, SseMetrics, SseShutdown};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A counter family: its name, its help, and how to read it from a route's snapshot.
+type CounterFamily<'a, S> = (&'a str, &'a str, fn(&S) -> u64);
 
 /// The proxy's counters, shared by every route and connection (clones share them).
 #[derive(Clone)]
@@ -32,6 +36,7 @@ pub(crate) struct Stats(Arc<Inner>);
 struct Inner {
     requests: Family<Labels, Counter>,
     upstream_errors: Family<Labels, Counter>,
+    stream_durations: Family<Labels, Histogram, fn() -> Histogram>,
     streams: Arc<Mutex<BTreeMap<String, SseMetrics>>>,
     resume: Arc<Mutex<BTreeMap<String, ResumeMetrics>>>,
     registry: Registry,
@@ -43,11 +48,23 @@ impl std::fmt::Debug for Stats {
     }
 }
 
+/// The upper bounds (seconds) of the stream-duration buckets: from a stream cut at once to a
+/// day-long one, a few per decade.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
 impl Stats {
     /// Creates the counters and their registry.
     pub(crate) fn new() -> Self {
         let requests = Family::<Labels, Counter>::default();
         let upstream_errors = Family::<Labels, Counter>::default();
+        let stream_durations: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
         let streams = Arc::new(Mutex::new(BTreeMap::new()));
         let mut registry = Registry::default();
         registry.register(
@@ -60,12 +77,19 @@ impl Stats {
             "Requests the upstream did not answer, by route and kind",
             upstream_errors.clone(),
         );
+        registry.register(
+            "tower_sse_proxy_stream_duration_seconds",
+            "How long event streams stayed open (from the response head to the end of the \
+             client's stream), by route",
+            stream_durations.clone(),
+        );
         registry.register_collector(Box::new(StreamCollector(Arc::clone(&streams))));
         let resume = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(ResumeCollector(Arc::clone(&resume))));
         Self(Arc::new(Inner {
             requests,
             upstream_errors,
+            stream_durations,
             streams,
             resume,
             registry,
@@ -111,6 +135,14 @@ impl Stats {
             .inc();
     }
 
+    /// Records the duration of an event stream of `route` that has ended.
+    pub(crate) fn stream_ended(&self, route: &str, duration: std::time::Duration) {
+        self.0
+            .stream_durations
+            .get_or_create(&vec![("route", route.to_owned())])
+            .observe(duration.as_secs_f64());
+    }
+
     /// Event streams open now, over all routes.
     pub(crate) fn open_streams(&self) -> u64 {
         let streams = self
@@ -145,8 +177,7 @@ impl Collector for StreamCollector {
                 .collect()
         };
         let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-        type Pick = fn(&tower_sse::MetricsSnapshot) -> u64;
-        let gauges: [(&str, &str, Pick); 2] = [
+        let gauges: [CounterFamily<'_, tower_sse::MetricsSnapshot>; 2] = [
             ("tower_sse_streams_open", "Event streams open now", |s| {
                 s.open_streams
             }),
@@ -163,7 +194,7 @@ impl Collector for StreamCollector {
                 gauge(pick(snapshot)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let counters: [(&str, &str, Pick); 6] = [
+        let counters: [CounterFamily<'_, tower_sse::MetricsSnapshot>; 6] = [
             ("tower_sse_streams_opened", "Event streams opened", |s| {
                 s.opened
             }),
@@ -185,30 +216,14 @@ impl Collector for StreamCollector {
                 |s| s.events_coalesced,
             ),
         ];
-        for (name, help, pick) in counters {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (route, snapshot) in &snapshots {
-                let labels: Labels = vec![("route", route.clone())];
-                ConstCounter::new(pick(snapshot)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "tower_sse_streams_closed",
-            "Event streams ended, by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for (route, snapshot) in &snapshots {
-            for reason in CloseReason::ALL {
-                let labels: Labels = vec![
-                    ("route", route.clone()),
-                    ("reason", reason.as_str().to_owned()),
-                ];
-                ConstCounter::new(snapshot.closed(reason))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        encode_route_counters(
+            &mut encoder,
+            &snapshots,
+            &counters,
+            ("tower_sse_streams_closed", "Event streams ended, by reason"),
+            &CloseReason::ALL.map(|reason| (reason.as_str(), reason)),
+            tower_sse::MetricsSnapshot::closed,
+        )
     }
 }
 
@@ -225,8 +240,7 @@ impl Collector for ResumeCollector {
                 .map(|(route, metrics)| (route.clone(), metrics.snapshot()))
                 .collect()
         };
-        type Pick = fn(&ResumeSnapshot) -> u64;
-        let counters: [(&str, &str, Pick); 4] = [
+        let counters: [CounterFamily<'_, ResumeSnapshot>; 4] = [
             (
                 "tower_sse_resume_streams",
                 "Upstream event streams watched for resume (GET or HEAD without a body)",
@@ -248,31 +262,45 @@ impl Collector for ResumeCollector {
                 |s| s.resumed,
             ),
         ];
-        for (name, help, pick) in counters {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (route, snapshot) in &snapshots {
-                let labels: Labels = vec![("route", route.clone())];
-                ConstCounter::new(pick(snapshot)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "tower_sse_resume_given_up",
-            "Resumes given up, by reason (no_id, too_large, attempts, no_content)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (route, snapshot) in &snapshots {
-            for reason in GiveUpReason::ALL {
-                let labels: Labels = vec![
-                    ("route", route.clone()),
-                    ("reason", reason.as_str().to_owned()),
-                ];
-                ConstCounter::new(snapshot.gave_up(reason))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        encode_route_counters(
+            &mut encoder,
+            &snapshots,
+            &counters,
+            (
+                "tower_sse_resume_given_up",
+                "Resumes given up, by reason (no_id, too_large, attempts, no_content)",
+            ),
+            &GiveUpReason::ALL.map(|reason| (reason.as_str(), reason)),
+            ResumeSnapshot::gave_up,
+        )
     }
+}
+
+/// Encodes one counter family per `(name, help, pick)` with a sample per route, then the family
+/// `(name, help)` with a sample per route and reason: the shape both collectors share.
+fn encode_route_counters<S, R: Copy>(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshots: &[(String, S)],
+    counters: &[CounterFamily<'_, S>],
+    (name, help): (&str, &str),
+    reasons: &[(&'static str, R)],
+    count: fn(&S, R) -> u64,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, pick) in counters {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, snapshot) in snapshots {
+            let labels: Labels = vec![("route", route.clone())];
+            ConstCounter::new(pick(snapshot)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (route, snapshot) in snapshots {
+        for &(reason, value) in reasons {
+            let labels: Labels = vec![("route", route.clone()), ("reason", reason.to_owned())];
+            ConstCounter::new(count(snapshot, value)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Serves the admin endpoints on `listener` until the process exits.

@@ -60,6 +60,12 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub(crate) header_timeout: Option<Duration>,
 
+    /// Close a client connection that has had no request in progress for this long, between
+    /// requests (HTTP/2: a GOAWAY) (default 75s, like nginx's keepalive_timeout; 0s turns it
+    /// off).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keepalive_timeout: Option<Duration>,
+
     /// Serve TLS to clients with this certificate chain (PEM; needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -123,6 +129,10 @@ pub(crate) struct StreamArgs {
     /// (default 60s; 0s turns it off).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub(crate) response_timeout: Option<Duration>,
+    /// The largest request body forwarded to the upstream; a larger one gets 413 (default
+    /// 1MiB, like nginx's client_max_body_size; 0 turns the limit off).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub(crate) max_body: Option<usize>,
     /// How far the final `retry:` hint of a drain or lifetime end moves, 0 to 1 (default 0.2).
     #[arg(long, value_name = "FRACTION")]
     pub(crate) retry_jitter: Option<f64>,
@@ -210,6 +220,7 @@ impl StreamArgs {
             slow_client_policy: self.slow_client_policy,
             unreachable_sse: self.unreachable_sse,
             response_timeout: self.response_timeout,
+            max_body: self.max_body,
             retry_jitter: self.retry_jitter,
             lifetime_jitter: self.lifetime_jitter,
             close_grace: self.close_grace,
@@ -253,6 +264,7 @@ ones; the longest matching prefix wins. For example:
   --route /live/=unreachable-sse,retry:5s
   --route /feeds/=resume,resume-attempts:5,max-event:256KiB
   --route /llm/=compress:gzip+zstd   (in --route, + separates codings)
+  --route /upload/=max-body:50MiB
 A config file (--config) can also match routes on the Host and send them to other upstreams.
 
 DURATION: 500ms, 1.5s, 2m, 1h 30m (humantime). A zero heartbeat, idle timeout or lifetime turns

@@ -20,6 +20,9 @@ pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_BACKLOG: u32 = 4096;
 /// How long a connection may take to send its first request head, when not given.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client connection may stay without a request in progress, when not given (like
+/// nginx's `keepalive_timeout`).
+pub(crate) const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// The listener when none is given.
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
@@ -35,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) log_format: LogFormat,
     pub(crate) backlog: u32,
     pub(crate) header_timeout: Duration,
+    /// The keep-alive timeout; zero: none.
+    pub(crate) keepalive_timeout: Duration,
     /// The routes, in the order given (the table sorts them for matching).
     pub(crate) routes: Vec<Route>,
     /// What requests matching no route get: the default settings and the default upstream
@@ -93,6 +98,8 @@ struct File {
     backlog: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    keepalive_timeout: Option<Duration>,
     #[serde(default)]
     listen: Vec<ListenFile>,
     #[serde(default)]
@@ -137,6 +144,7 @@ struct Section {
     unreachable_sse: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     response_timeout: Option<Duration>,
+    max_body: Option<bytesize::ByteSize>,
     retry_jitter: Option<f64>,
     lifetime_jitter: Option<f64>,
     #[serde(default, with = "humantime_serde")]
@@ -197,6 +205,9 @@ impl Section {
             }),
             unreachable_sse: self.unreachable_sse.unwrap_or(false),
             response_timeout: self.response_timeout,
+            max_body: self
+                .max_body
+                .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
             retry_jitter: fraction(self.retry_jitter, "retry-jitter")?,
             lifetime_jitter: fraction(self.lifetime_jitter, "lifetime-jitter")?,
             close_grace: self.close_grace,
@@ -497,6 +508,10 @@ impl Config {
                 .header_timeout
                 .or(file.header_timeout)
                 .unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            keepalive_timeout: cli
+                .keepalive_timeout
+                .or(file.keepalive_timeout)
+                .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             routes,
             fallback: Route {
                 name: "default".to_owned(),
@@ -506,6 +521,11 @@ impl Config {
                 settings: global,
             },
         })
+    }
+
+    /// The keep-alive timeout, `None` when off.
+    pub(crate) fn keepalive(&self) -> Option<Duration> {
+        (!self.keepalive_timeout.is_zero()).then_some(self.keepalive_timeout)
     }
 
     /// What the first stdout line says the proxy sends to: the default upstream as given, or
@@ -534,6 +554,11 @@ impl Config {
         let _ = writeln!(out, "log-format = \"{}\"", self.log_format.as_str());
         let _ = writeln!(out, "backlog = {}", self.backlog);
         let _ = writeln!(out, "header-timeout = \"{}\"", human(self.header_timeout));
+        let _ = writeln!(
+            out,
+            "keepalive-timeout = \"{}\"",
+            human(self.keepalive_timeout)
+        );
         for listener in &self.listeners {
             let _ = writeln!(out, "\n[[listen]]\naddr = \"{}\"", listener.addr);
             if let Some(tls) = &listener.tls {
@@ -631,6 +656,7 @@ fn write_settings(out: &mut String, settings: &Settings) {
             settings.response_timeout().unwrap_or(Duration::ZERO),
         )),
     );
+    line("max-body", settings.max_body().unwrap_or(0).to_string());
     if let Some(bytes) = settings.max_buffer {
         line("max-buffer", bytes.to_string());
     }
@@ -732,6 +758,13 @@ mod tests {
         );
         assert_eq!(config.drain, DEFAULT_DRAIN);
         assert_eq!(config.backlog, 4096);
+        assert_eq!(config.keepalive(), Some(DEFAULT_KEEPALIVE_TIMEOUT));
+        assert_eq!(
+            load(None, "--upstream http://u:1 --keepalive-timeout 0s")
+                .unwrap()
+                .keepalive(),
+            None
+        );
         assert_eq!(
             config.fallback.settings.retry,
             Toggle::Set(Duration::from_secs(2))
@@ -757,6 +790,7 @@ mod tests {
                 r#"
 drain = "2.5s"
 backlog = 1024
+keepalive-timeout = "90s"
 
 [[listen]]
 addr = "127.0.0.1:0"
@@ -776,6 +810,7 @@ host = "API.example.com"
 upstream = "http://127.0.0.1:4000/v1"
 slow-client-policy = "drop-oldest"
 max-buffer = "256KiB"
+max-body = "8MiB"
 "#,
             ),
             "--retry 1s --route /live/=unreachable-sse",
@@ -783,6 +818,7 @@ max-buffer = "256KiB"
         .unwrap();
         assert_eq!(config.drain, Duration::from_millis(2500));
         assert_eq!(config.backlog, 1024);
+        assert_eq!(config.keepalive(), Some(Duration::from_secs(90)));
         assert_eq!(config.listeners.len(), 1);
         assert_eq!(
             config.fallback.settings.retry,
@@ -805,6 +841,8 @@ max-buffer = "256KiB"
             "http://127.0.0.1:4000/v1"
         );
         assert_eq!(api.settings.max_buffer, Some(256 * 1024));
+        assert_eq!(api.settings.max_body(), Some(8 * 1024 * 1024));
+        assert_eq!(llm.settings.max_body(), Some(1024 * 1024));
         assert_eq!(live.prefix, "/live/");
         assert!(live.settings.unreachable_sse);
         assert_eq!(

@@ -21,6 +21,7 @@
 mod admin;
 mod cli;
 mod config;
+mod guard;
 mod routes;
 mod server;
 mod settings;
@@ -161,6 +162,7 @@ async fn run(cli: Cli, config: Config) -> Result<(), Failure> {
             tls,
             routes: Arc::clone(&current),
             header_timeout: config.header_timeout,
+            keepalive: config.keepalive(),
         });
     }
     let admin = match config.admin {

@@ -16,13 +16,18 @@ use tracing::Instrument as _;
 
 use crate::admin::Stats;
 use crate::config::{Config, Route};
+use crate::guard::{Guarded, StreamClock};
+use crate::server::{Activity, RequestGuard};
 use crate::upstream::{self, ClientAddr, ClientTls, Forward, ProxyBody};
 
 /// One route's stack, type-erased: routes with and without a slow-client buffer have stacks of
 /// different types (`SseService<_, Unbuffered>` and `SseService<_, Buffered>`), and the table
 /// needs one. The cost is one allocation and one dynamic call per request.
 pub(crate) type RouteService =
-    BoxCloneSyncService<Request<Incoming>, Response<SseBody<ProxyBody>>, Infallible>;
+    BoxCloneSyncService<Request<Incoming>, Response<RouteBody>, Infallible>;
+
+/// A route's response body: the layer's, timed when it is an event stream.
+pub(crate) type RouteBody = Guarded<SseBody<ProxyBody>, Option<StreamClock>>;
 
 /// Routes, most specific first, and what requests matching none get.
 #[derive(Debug)]
@@ -114,6 +119,13 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
     let mut clients: HashMap<(bool, Option<std::path::PathBuf>), upstream::HttpClient> =
         HashMap::new();
     let mut stack = |route: &Route| -> Result<RouteService, String> {
+        // Every response of the route leaves its stack through this: event streams are timed.
+        let name: Arc<str> = route.name.as_str().into();
+        let stats = shared.stats.clone();
+        let timed = move |response: Response<SseBody<ProxyBody>>| {
+            let clock = StreamClock::start(&response, &name, &stats);
+            Guarded::wrap(response, clock)
+        };
         let metrics = shared.stats.route_metrics(&route.name);
         let layer = route
             .settings
@@ -128,7 +140,9 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
                     request.version(),
                 ))
             });
-            return Ok(BoxCloneSyncService::new(layer.layer(service)));
+            return Ok(BoxCloneSyncService::new(
+                layer.layer(service).map_response(timed),
+            ));
         };
         let key = (upstream.http2, upstream.ca_file.clone());
         let client = match clients.get(&key) {
@@ -150,6 +164,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
             upstream: Arc::new(upstream.clone()),
             unreachable: route.settings.unreachable_retry(),
             response_timeout: route.settings.response_timeout(),
+            max_body: route.settings.max_body(),
             route: route.name.as_str().into(),
             stats: shared.stats.clone(),
         };
@@ -158,8 +173,10 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
             async move { Ok::<_, Infallible>(forward.call(request).await) }
         });
         Ok(match route.settings.slow_client() {
-            None => BoxCloneSyncService::new(layer.layer(service)),
-            Some(slow) => BoxCloneSyncService::new(layer.slow_client(slow).layer(service)),
+            None => BoxCloneSyncService::new(layer.layer(service).map_response(timed)),
+            Some(slow) => {
+                BoxCloneSyncService::new(layer.slow_client(slow).layer(service).map_response(timed))
+            }
         })
     };
     let mut routes = Vec::new();
@@ -184,9 +201,10 @@ pub(crate) fn service(
     current: Current,
     peer: std::net::SocketAddr,
     tls: bool,
+    activity: Arc<Activity>,
 ) -> impl tower::Service<
     Request<Incoming>,
-    Response = Response<SseBody<ProxyBody>>,
+    Response = Response<Guarded<RouteBody, RequestGuard>>,
     Error = Infallible,
     Future = impl Future + Send,
 > + Clone
@@ -218,7 +236,10 @@ pub(crate) fn service(
         let route = route.clone();
         request.extensions_mut().insert(ClientAddr(peer));
         request.extensions_mut().insert(ClientTls(tls));
-        route.oneshot(request).instrument(span)
+        // In progress until the response body is dropped (the keep-alive timeout's measure).
+        let guard = activity.start();
+        let response = route.oneshot(request);
+        async move { Ok(Guarded::wrap(response.await?, guard)) }.instrument(span)
     })
 }
 

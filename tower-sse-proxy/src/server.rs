@@ -1,12 +1,14 @@
 //! The client side: listeners with a large backlog, TLS (rustls, ALPN h2 + http/1.1),
 //! HTTP/1.1 and HTTP/2 (told apart by a peek at the first bytes, or by ALPN), upgrades, a
-//! graceful shutdown, and a bound on how long a connection may take to send its first request
-//! head.
+//! graceful shutdown, a bound on how long a connection may take to send its first request head
+//! (`--header-timeout`), and one on how long it may stay idle between requests
+//! (`--keepalive-timeout`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,8 +21,7 @@ use tracing::Instrument as _;
 
 use crate::routes::{self, Current};
 
-/// Bytes after which the HTTP version is known (the HTTP/2 preface's length): from then on,
-/// hyper's own header read timeout bounds the rest of an HTTP/1.1 head.
+/// Bytes after which the HTTP version is known (the HTTP/2 preface's length).
 const DETECTION_BYTES: usize = 24;
 
 /// Binds `addr` with `backlog` pending connections (mio's default is 128).
@@ -71,19 +72,91 @@ impl Graceful {
     }
 }
 
-/// Runs `conn` to its end; when the shutdown starts, asks it to close after its requests.
+/// The requests of one connection: how many have started, how many are in progress (from the
+/// service call until the response body is dropped, that is sent or abandoned). The keep-alive
+/// timeout and the first-head deadline read it.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    started: AtomicU64,
+    in_progress: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// Counts a request that starts now; it is in progress until the guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.in_progress.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in progress, and none has started, for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        let mut seen = None;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            // Registered before the counters are read: no change is missed.
+            let mut changed = std::pin::pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let now = (
+                self.started.load(Ordering::SeqCst),
+                self.in_progress.load(Ordering::SeqCst) == 0,
+            );
+            if seen != Some(now) {
+                seen = Some(now);
+                since = tokio::time::Instant::now();
+            }
+            if !now.1 {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(since + limit) => return,
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// A request in progress on its connection (see [`Activity`]), until dropped with the response
+/// body.
+#[derive(Debug)]
+pub(crate) struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Runs `conn` to its end; when the shutdown starts, or when no request has been in progress
+/// for `keepalive`, asks it to close (after its requests).
 async fn drive<C, E>(
     conn: C,
     mut signal: tokio::sync::watch::Receiver<bool>,
+    activity: &Activity,
+    keepalive: Option<Duration>,
     close: fn(Pin<&mut C>),
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
     let mut conn = std::pin::pin!(conn);
+    let idle = async {
+        match keepalive {
+            Some(limit) => activity.idle_for(limit).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = conn.as_mut() => return result,
         _ = signal.wait_for(|&stop| stop) => close(conn.as_mut()),
+        () = idle => {
+            tracing::debug!("keep-alive timeout: closing the idle connection");
+            close(conn.as_mut());
+        }
     }
     // The receiver is held until the connection ends: the shutdown waits for all of them.
     let result = conn.await;
@@ -134,6 +207,8 @@ pub(crate) struct Server {
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) routes: Current,
     pub(crate) header_timeout: Duration,
+    /// How long a connection may stay without a request in progress, `None`: no limit.
+    pub(crate) keepalive: Option<Duration>,
 }
 
 impl Server {
@@ -144,9 +219,10 @@ impl Server {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout);
+        // hyper's header read timeout would also start whenever a connection goes idle, and
+        // close idle keep-alive connections after the header timeout: `HeadDeadline` bounds the
+        // first request head instead, and `drive` the idle time between requests.
+        http1.timer(TokioTimer::new()).header_read_timeout(None);
         let mut http2 = hyper::server::conn::http2::Builder::new(SpanExecutor);
         http2.timer(TokioTimer::new());
         let http = Arc::new(Http { http1, http2 });
@@ -171,6 +247,7 @@ impl Server {
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
             let limit = self.header_timeout;
+            let keepalive = self.keepalive;
             tokio::spawn(
                 async move {
                     let start = tokio::time::Instant::now();
@@ -188,9 +265,17 @@ impl Server {
                                 }
                             };
                             let left = limit.saturating_sub(start.elapsed());
-                            let service = routes::service(routes, peer, false);
-                            let io = HeadDeadline::new(stream, left);
-                            serve(&http, protocol, watcher, io, service).await;
+                            let activity = Arc::new(Activity::default());
+                            let service =
+                                routes::service(routes, peer, false, Arc::clone(&activity));
+                            let io = HeadDeadline::new(stream, left, Arc::clone(&activity));
+                            let conn = Conn {
+                                protocol,
+                                watcher,
+                                activity,
+                                keepalive,
+                            };
+                            serve(&http, conn, io, service).await;
                         }
                         Some(acceptor) => {
                             let stream =
@@ -213,9 +298,17 @@ impl Server {
                                 Protocol::Http1
                             };
                             let left = limit.saturating_sub(start.elapsed());
-                            let service = routes::service(routes, peer, true);
-                            let io = HeadDeadline::new(stream, left);
-                            serve(&http, protocol, watcher, io, service).await;
+                            let activity = Arc::new(Activity::default());
+                            let service =
+                                routes::service(routes, peer, true, Arc::clone(&activity));
+                            let io = HeadDeadline::new(stream, left, Arc::clone(&activity));
+                            let conn = Conn {
+                                protocol,
+                                watcher,
+                                activity,
+                                keepalive,
+                            };
+                            serve(&http, conn, io, service).await;
                         }
                     }
                 }
@@ -225,17 +318,22 @@ impl Server {
     }
 }
 
-async fn serve<IO, S>(
-    http: &Http,
+/// What serving one connection needs besides its IO and service.
+struct Conn {
     protocol: Protocol,
     watcher: tokio::sync::watch::Receiver<bool>,
-    io: IO,
-    service: S,
-) where
+    activity: Arc<Activity>,
+    keepalive: Option<Duration>,
+}
+
+async fn serve<IO, S>(http: &Http, conn: Conn, io: IO, service: S)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<tower_sse::SseBody<crate::upstream::ProxyBody>>,
+            Response = http::Response<
+                crate::guard::Guarded<crate::routes::RouteBody, RequestGuard>,
+            >,
             Error = std::convert::Infallible,
         > + Clone
         + Send
@@ -244,14 +342,26 @@ async fn serve<IO, S>(
 {
     let io = TokioIo::new(io);
     let service = TowerToHyperService::new(service);
+    let Conn {
+        protocol,
+        watcher,
+        activity,
+        keepalive,
+    } = conn;
     let result = match protocol {
         Protocol::Http1 => {
             let conn = http.http1.serve_connection(io, service).with_upgrades();
-            drive(conn, watcher, |conn| conn.graceful_shutdown()).await
+            drive(conn, watcher, &activity, keepalive, |conn| {
+                conn.graceful_shutdown();
+            })
+            .await
         }
         Protocol::Http2 => {
             let conn = http.http2.serve_connection(io, service);
-            drive(conn, watcher, |conn| conn.graceful_shutdown()).await
+            drive(conn, watcher, &activity, keepalive, |conn| {
+                conn.graceful_shutdown();
+            })
+            .await
         }
     };
     if let Err(error) = result {
@@ -259,22 +369,22 @@ async fn serve<IO, S>(
     }
 }
 
-/// An IO that fails reads with `TimedOut` when its first [`DETECTION_BYTES`] bytes do not arrive
-/// within the limit: hyper's HTTP/2 server reads the preface without a timeout of its own (over
-/// TLS nothing was peeked). A silent connection, or one trickling the first bytes, is closed at
-/// the limit.
+/// An IO that fails reads with `TimedOut` when the connection's first request head (HTTP/1.1)
+/// or first request (HTTP/2: preface, settings, headers) has not arrived within the limit: a
+/// silent connection, or one trickling its first bytes or head, is closed at the limit. The
+/// deadline ends once the first request has reached the service, or at end of input.
 struct HeadDeadline<T> {
     inner: T,
     deadline: Option<Pin<Box<Sleep>>>,
-    read: usize,
+    activity: Arc<Activity>,
 }
 
 impl<T> HeadDeadline<T> {
-    fn new(inner: T, limit: Duration) -> Self {
+    fn new(inner: T, limit: Duration, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            read: 0,
+            activity,
         }
     }
 }
@@ -286,14 +396,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.deadline.is_some() && this.activity.started.load(Ordering::SeqCst) > 0 {
+            this.deadline = None;
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                if this.deadline.is_some() {
-                    this.read += buf.filled().len() - before;
-                    if this.read >= DETECTION_BYTES || buf.filled().len() == before {
-                        this.deadline = None;
-                    }
+                if buf.filled().len() == before {
+                    this.deadline = None;
                 }
                 Poll::Ready(result)
             }

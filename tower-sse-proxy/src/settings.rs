@@ -18,6 +18,9 @@ pub(crate) const RESUME_JITTER: f64 = 0.5;
 /// How long an upstream may take to send its response head when the route does not say (like
 /// nginx's `proxy_read_timeout`).
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest request body a route forwards when it does not say (like nginx's
+/// `client_max_body_size 1m`).
+pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
 /// The settings of a stream: the global flags, what one `--route` names, or a section of the
 /// config file. A field not given is `Toggle::Default` or `None`.
@@ -35,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) unreachable_sse: bool,
     /// How long the upstream may take to send its response head (default 60 s).
     pub(crate) response_timeout: Option<Duration>,
+    /// `max-body`: the largest request body forwarded; larger ones get 413 (default 1 MiB, 0
+    /// turns the limit off).
+    pub(crate) max_body: Option<usize>,
     pub(crate) retry_jitter: Option<f64>,
     pub(crate) lifetime_jitter: Option<f64>,
     pub(crate) close_grace: Option<Duration>,
@@ -83,6 +89,7 @@ impl Settings {
             slow_client_policy: self.slow_client_policy.or(global.slow_client_policy),
             unreachable_sse: self.unreachable_sse || global.unreachable_sse,
             response_timeout: self.response_timeout.or(global.response_timeout),
+            max_body: self.max_body.or(global.max_body),
             retry_jitter: self.retry_jitter.or(global.retry_jitter),
             lifetime_jitter: self.lifetime_jitter.or(global.lifetime_jitter),
             close_grace: self.close_grace.or(global.close_grace),
@@ -146,6 +153,12 @@ impl Settings {
     pub(crate) fn response_timeout(&self) -> Option<Duration> {
         let limit = self.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
         (!limit.is_zero()).then_some(limit)
+    }
+
+    /// The request body limit in bytes (1 MiB unless set; zero turns it off).
+    pub(crate) fn max_body(&self) -> Option<u64> {
+        let limit = self.max_body.unwrap_or(DEFAULT_MAX_BODY);
+        (limit != 0).then(|| u64::try_from(limit).unwrap_or(u64::MAX))
     }
 
     /// The slow-client buffer: on when any of its settings is given, with the layer's defaults
@@ -233,7 +246,7 @@ impl Settings {
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 22] = [
+pub(crate) const SETTINGS: [&str; 23] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -245,6 +258,7 @@ pub(crate) const SETTINGS: [&str; 22] = [
     "slow-client-policy",
     "unreachable-sse",
     "response-timeout",
+    "max-body",
     "retry-jitter",
     "lifetime-jitter",
     "close-grace",
@@ -374,6 +388,11 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
             parse_policy(text).map_err(|error| format!("{name}: {error}"))?,
         ),
         "response-timeout" => once(&mut settings.response_timeout, name, duration()?),
+        "max-body" => once(
+            &mut settings.max_body,
+            name,
+            parse_size(text).map_err(|error| format!("{name}: {error}"))?,
+        ),
         "retry-jitter" => once(&mut settings.retry_jitter, name, fraction()?),
         "lifetime-jitter" => once(&mut settings.lifetime_jitter, name, fraction()?),
         "close-grace" => once(&mut settings.close_grace, name, duration()?),
@@ -574,7 +593,7 @@ mod tests {
         let (prefix, settings) = parse_route(
             "/llm/=retry:1s,heartbeat:5s,idle-timeout:1m,max-lifetime:1h,\
              slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
-             unreachable-sse,response-timeout:2s,retry-jitter:0.2,lifetime-jitter:0.1,\
+             unreachable-sse,response-timeout:2s,max-body:8MiB,retry-jitter:0.2,lifetime-jitter:0.1,\
              close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
              resume,resume-on-end,resume-attempts:5,max-event:64KiB,compress:gzip+zstd",
         )
@@ -592,6 +611,7 @@ mod tests {
                 slow_client_policy: Some(SlowClientPolicy::LatestPerType),
                 unreachable_sse: true,
                 response_timeout: Some(Duration::from_secs(2)),
+                max_body: Some(8 * 1024 * 1024),
                 retry_jitter: Some(0.2),
                 lifetime_jitter: Some(0.1),
                 close_grace: Some(Duration::from_secs(1)),
@@ -652,6 +672,7 @@ mod tests {
             ("/live/=resume-attempts:many", "`many` is not a count"),
             ("/live/=resume-attempts:-1", "`-1` is not a count"),
             ("/live/=max-event:big", "max-event: `big` is not a size"),
+            ("/up/=max-body:huge", "max-body: `huge` is not a size"),
             (
                 "/live/=compress:deflate",
                 "compress: `deflate` is not one of",
@@ -749,6 +770,14 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(timeout("/=response-timeout:0s"), None);
+    }
+
+    #[test]
+    fn the_body_limit_defaults_to_1_mib_and_zero_turns_it_off() {
+        let limit = |text: &str| parse_route(text).unwrap().1.max_body();
+        assert_eq!(limit("/="), Some(1024 * 1024));
+        assert_eq!(limit("/=max-body:50MiB"), Some(50 * 1024 * 1024));
+        assert_eq!(limit("/=max-body:0"), None);
     }
 
     #[test]

@@ -102,14 +102,31 @@ impl Upstream {
     }
 }
 
-/// The body sent upstream: the client's, with its read errors marked as the client's fault, or
-/// none (the default, for a request the resume layer sends again: only `GET` and `HEAD` without
-/// a body are).
+/// The body sent upstream: the client's, with its read errors marked as the client's fault and
+/// its size bounded by the route's `max-body`, or none (the default, for a request the resume
+/// layer sends again: only `GET` and `HEAD` without a body are).
 #[derive(Debug, Default)]
 pub(crate) enum UpBody {
-    Client(Incoming),
+    Client {
+        body: Incoming,
+        /// Bytes still allowed, `None` without a limit.
+        left: Option<u64>,
+        /// The limit, for the error.
+        limit: u64,
+    },
     #[default]
     Empty,
+}
+
+impl UpBody {
+    /// The client's body, limited to `limit` bytes (`None`: no limit).
+    fn client(body: Incoming, limit: Option<u64>) -> Self {
+        Self::Client {
+            body,
+            left: limit,
+            limit: limit.unwrap_or(u64::MAX),
+        }
+    }
 }
 
 impl http_body::Body for UpBody {
@@ -121,42 +138,70 @@ impl http_body::Body for UpBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
-            Self::Client(body) => std::pin::Pin::new(body)
-                .poll_frame(cx)
-                .map_err(ClientBodyError),
+            Self::Client { body, left, limit } => {
+                let frame = std::task::ready!(std::pin::Pin::new(body).poll_frame(cx));
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(error)) => {
+                        return std::task::Poll::Ready(Some(Err(ClientBodyError::Read(error))));
+                    }
+                    None => return std::task::Poll::Ready(None),
+                };
+                if let (Some(left), Some(data)) = (left.as_mut(), frame.data_ref()) {
+                    let size = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    match left.checked_sub(size) {
+                        Some(still) => *left = still,
+                        None => {
+                            return std::task::Poll::Ready(Some(Err(ClientBodyError::TooLarge {
+                                limit: *limit,
+                            })));
+                        }
+                    }
+                }
+                std::task::Poll::Ready(Some(Ok(frame)))
+            }
             Self::Empty => std::task::Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Client(body) => body.is_end_stream(),
+            Self::Client { body, .. } => body.is_end_stream(),
             Self::Empty => true,
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            Self::Client(body) => body.size_hint(),
+            Self::Client { body, .. } => body.size_hint(),
             Self::Empty => http_body::SizeHint::with_exact(0),
         }
     }
 }
 
-/// An error reading the client's request body (a malformed chunked body, a reset): answered
-/// with 400, not 502.
+/// The client's request body failed: a malformed chunked body or a reset (answered with 400),
+/// or more bytes than the route's `max-body` (413). Not the upstream's fault.
 #[derive(Debug)]
-pub(crate) struct ClientBodyError(hyper::Error);
+pub(crate) enum ClientBodyError {
+    Read(hyper::Error),
+    TooLarge { limit: u64 },
+}
 
 impl std::fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot read the request body: {}", self.0)
+        match self {
+            Self::Read(error) => write!(f, "cannot read the request body: {error}"),
+            Self::TooLarge { limit } => write!(f, "the request body is larger than {limit} bytes"),
+        }
     }
 }
 
 impl std::error::Error for ClientBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match self {
+            Self::Read(error) => Some(error),
+            Self::TooLarge { .. } => None,
+        }
     }
 }
 
@@ -219,6 +264,8 @@ pub(crate) struct Forward {
     pub(crate) unreachable: Option<Duration>,
     /// The route's response-head timeout, `None` when off.
     pub(crate) response_timeout: Option<Duration>,
+    /// The route's request body limit in bytes, `None` when off.
+    pub(crate) max_body: Option<u64>,
     pub(crate) route: std::sync::Arc<str>,
     pub(crate) stats: Stats,
 }
@@ -245,6 +292,13 @@ impl Forward {
         let Some(uri) = self.upstream.uri_for(request.uri()) else {
             return plain(StatusCode::BAD_REQUEST, "bad request target\n", version);
         };
+        // A declared length over the limit is refused before anything is sent upstream (a
+        // chunked or HTTP/2 body is counted as it streams, see `UpBody`).
+        if let Some(limit) = self.max_body
+            && http_body::Body::size_hint(request.body()).lower() > limit
+        {
+            return too_large(limit, version);
+        }
         let upgrade = upgrade_protocol(&request);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
         let wants_trailers = request
@@ -281,7 +335,7 @@ impl Forward {
             headers.remove(header::HOST);
         }
 
-        let request = request.map(UpBody::Client);
+        let request = request.map(|body| UpBody::client(body, self.max_body));
         let sent = self.client.clone().oneshot(request);
         let result = match self.response_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -368,15 +422,19 @@ impl Forward {
         unreachable: Option<Duration>,
         version: Version,
     ) -> Response<ProxyBody> {
-        // The client's own body failed: its fault, 400.
-        if let Some(body_error) = find::<ClientBodyError>(error) {
-            self.stats.upstream_error(&self.route, "client_body");
-            tracing::info!(error = %body_error, "bad request body");
-            return plain_owned(
-                StatusCode::BAD_REQUEST,
-                format!("400 bad request: {body_error}\n"),
-                version,
-            );
+        // The client's own body failed: its fault, 400 (or 413 past the limit).
+        match find::<ClientBodyError>(error) {
+            Some(ClientBodyError::TooLarge { limit }) => return too_large(*limit, version),
+            Some(body_error) => {
+                self.stats.upstream_error(&self.route, "client_body");
+                tracing::info!(error = %body_error, "bad request body");
+                return plain_owned(
+                    StatusCode::BAD_REQUEST,
+                    format!("400 bad request: {body_error}\n"),
+                    version,
+                );
+            }
+            None => {}
         }
         // A non-200 status makes `EventSource` stop reconnecting for good, so with
         // `--unreachable-sse` a request asking for `text/event-stream` whose upstream cannot be
@@ -476,6 +534,24 @@ pub(crate) fn unreachable_event_stream(retry: Duration, version: Version) -> Res
             .retry_jitter(UNREACHABLE_RETRY_JITTER)
             .no_heartbeat(),
     );
+    response
+}
+
+/// The answer to a request body over the route's `max-body`: 413 (like nginx's
+/// `client_max_body_size`), with `Connection: close` on HTTP/1.1 since the rest of the body is
+/// not read.
+fn too_large(limit: u64, version: Version) -> Response<ProxyBody> {
+    tracing::info!(limit, "request body too large");
+    let mut response = plain_owned(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("413 content too large: the request body is larger than {limit} bytes\n"),
+        version,
+    );
+    if version == Version::HTTP_11 || version == Version::HTTP_10 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

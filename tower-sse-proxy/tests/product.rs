@@ -767,3 +767,304 @@ async fn oversized_request_heads_get_431() {
         &text[..text.len().min(200)]
     );
 }
+
+/// An upstream that reads the whole request body and answers with its length; counts the bodies
+/// it read in full.
+async fn body_reader() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&read);
+    let addr = support::serve(support::service_fn(move |request: Request<Incoming>| {
+        let count = Arc::clone(&count);
+        async move {
+            let answer = match request.into_body().collect().await {
+                Ok(body) => {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    body.to_bytes().len().to_string()
+                }
+                Err(error) => format!("error: {error}"),
+            };
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(answer)))
+        }
+    }))
+    .await;
+    (addr, read)
+}
+
+#[tokio::test]
+async fn request_bodies_over_max_body_get_413_per_route_and_never_reach_the_upstream() {
+    let (upstream, read) = body_reader().await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--max-body",
+        "1KiB",
+        "--route",
+        "/upload/=max-body:16KiB",
+    ]));
+    let addr = proxy.addr().await;
+    let post = |http2: bool, path: &str, size: usize| {
+        let request = Request::post(format!("http://{addr}{path}"))
+            .body(Full::from(vec![b'x'; size]))
+            .unwrap();
+        async move {
+            let response = tokio::time::timeout(
+                Duration::from_secs(4),
+                support::client(http2).request(request),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+
+    // At the limit: forwarded. Over it, with a declared length: 413 at once, over HTTP/1.1 and
+    // HTTP/2.
+    assert_eq!(
+        post(false, "/small", 1024).await,
+        (StatusCode::OK, "1024".to_owned())
+    );
+    for http2 in [false, true] {
+        let (status, body) = post(http2, "/small", 1025).await;
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "http2 {http2}: {body}"
+        );
+        assert!(body.contains("larger than 1024 bytes"), "{body}");
+    }
+    // A route's own limit.
+    assert_eq!(
+        post(false, "/upload/a", 10_000).await,
+        (StatusCode::OK, "10000".to_owned())
+    );
+    assert_eq!(
+        post(false, "/upload/a", 16 * 1024 + 1).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    // A chunked body declares no length: it is counted as it streams, and cut at the limit.
+    let chunk = format!("258\r\n{}\r\n", "y".repeat(600));
+    let request = format!(
+        "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let raw = raw_exchange(addr, request.as_bytes(), None, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+
+    // The upstream read the two bodies within their limits, and no other in full.
+    assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A body under the limit still passes chunked.
+    let request = format!(
+        "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}0\r\n\r\n"
+    );
+    let raw = raw_exchange(addr, request.as_bytes(), None, Duration::from_secs(3)).await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("600"), "{body:?}");
+}
+
+/// The `/metrics` sample `name{labels}` whose labels include every one of `want`.
+fn sample(metrics: &str, name: &str, want: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (family, labels) = series.split_once('{')?;
+        (family == name && want.iter().all(|label| labels.contains(label)))
+            .then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn the_admin_metrics_have_a_histogram_of_stream_durations_by_route() {
+    let upstream = named_upstream("a").await;
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--route",
+        "/feeds/=retry:1s",
+    ]));
+    let addr = proxy.addr().await;
+    let admin = proxy.addr().await;
+
+    // A stream that ends at once (the upstream ends it), a JSON answer (not a stream), and a
+    // stream the client holds for 300 ms before leaving.
+    get(addr, "x", "/events", true).await;
+    get(addr, "x", "/json", false).await;
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(
+        b"GET /feeds/hold/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the held stream closed before its head");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+
+    let name = "tower_sse_proxy_stream_duration_seconds";
+    let feeds = "route=\"/feeds/\"";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = get(admin, "x", "/metrics", false).await.1;
+        if sample(&metrics, &format!("{name}_count"), &[feeds]) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics.contains(&format!("# TYPE {name} histogram")),
+        "{metrics}"
+    );
+    let feeds_count = sample(&metrics, &format!("{name}_count"), &[feeds]);
+    assert_eq!(feeds_count, Some(1.0), "{metrics}");
+    // Held for at least the 300 ms the client waited.
+    let sum = sample(&metrics, &format!("{name}_sum"), &[feeds]).unwrap();
+    assert!(sum >= 0.3, "{sum}\n{metrics}");
+    let bucket = format!("{name}_bucket");
+    assert_eq!(
+        sample(&metrics, &bucket, &[feeds, "le=\"0.1\""]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &bucket, &[feeds, "le=\"+Inf\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The default route: one stream (the JSON answer is not one).
+    let default = "route=\"default\"";
+    assert_eq!(
+        sample(&metrics, &format!("{name}_count"), &[default]),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// Reads one `Content-Length` response from `stream`: its head and body.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            if seen.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]);
+                return (head, body.into_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before a whole response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How long until `stream` is closed by the other side (at most 4 s; panics after).
+async fn closed_after(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(4), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(_) | Err(_))), "still open after 4 s");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_keepalive_timeout_and_busy_ones_are_not() {
+    let upstream = named_upstream("a").await;
+    // A header timeout shorter than the keep-alive one: only the first head is bound by it.
+    let mut proxy = Running::start(&args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--header-timeout",
+        "200ms",
+        "--keepalive-timeout",
+        "600ms",
+        "--no-heartbeat",
+    ]));
+    let addr = proxy.addr().await;
+    let request = b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // HTTP/1.1: idle after one answer, closed after the keep-alive timeout (not the header
+    // timeout); a request within it is served on the same connection and restarts the wait.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.1, "a /json");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.1, "a /json");
+    let idle = closed_after(&mut stream).await;
+    assert!(idle >= Duration::from_millis(550), "closed after {idle:?}");
+
+    // An event stream in progress is not idle, however quiet it is.
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(b"GET /hold/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut seen = Vec::new();
+    while !seen.windows(7).any(|w| w == b"/events") {
+        let n = tokio::time::timeout(Duration::from_secs(4), held.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The event's chunk may end in a later segment than its data.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(10), held.read(&mut buf)).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(1200), held.read(&mut buf)).await;
+    assert!(quiet.is_err(), "the stream was closed or sent {quiet:?}");
+
+    // HTTP/2: after the last stream, a GOAWAY and the connection ends.
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            Request::get(format!("http://{addr}/json"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection is still open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
