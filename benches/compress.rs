@@ -29,7 +29,11 @@
 //!
 //! Ratio and CPU: `N` events, each its own frame of the inner body followed by pending polls (as
 //! at 1 event/ms, where the stream goes idle after every event: the worst case, one sync flush
-//! per event); CPU per MB is the time to push the whole stream through the layer on one thread.
+//! per event), on one thread; the output is decoded as it comes and checked against the events.
+//! "Encode + decode per event" is the time of the poll that hands an event on (inner frame,
+//! encode, sync flush) plus the time to decode what it handed on: the CPU a coding adds to each
+//! event's latency, without the network or the scheduler. CPU per MB is the time spent in the
+//! layer's polls for the whole stream.
 //!
 //! Memory: a fresh process (this binary, run again with `--memory <setting> <events>`) opens
 //! `STREAMS` streams and feeds each `EVENTS_PER_STREAM` events (more than the largest default
@@ -42,8 +46,9 @@
 //! Latency: a real server on 127.0.0.1 (hyper, `TCP_NODELAY` on both ends) sends `LATENCY_N`
 //! events at 1 event/ms, each carrying the time it was handed to the layer; a hyper client on
 //! the same runtime decodes the body incrementally as it arrives and, for each complete event,
-//! takes the difference between now and that time. Identity and the three codings run in turn,
-//! `ROUNDS` times, and their percentiles are compared: "added" is a coding's minus identity's.
+//! takes the difference between now and that time. Identity and the three codings run at the
+//! same time (one stream each, so that a stall of the machine hits all four), `ROUNDS` times,
+//! and their percentiles are compared: "added" is a coding's minus identity's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -77,7 +82,7 @@ const STREAMS: usize = 1_000;
 const EVENTS_PER_STREAM: usize = 32;
 /// Events per run of the latency figure, at 1 event/ms.
 const LATENCY_N: usize = 2_000;
-/// Runs of each coding for the latency figure, in turn with the others.
+/// Runs of the latency figure (each with the four streams at once).
 const ROUNDS: usize = 3;
 
 /// A base for `ts_us`, as a Unix time in microseconds would be (2025-12-02).
@@ -223,30 +228,59 @@ fn poll_once(body: &mut SseBody<Paced>) -> Poll<Option<Bytes>> {
 
 struct Run {
     wire: usize,
+    /// Time in the layer's polls (CPU per MB).
     total: Duration,
+    /// Per event: the poll that hands it on (inner frame, encode, sync flush) plus decoding
+    /// what it handed on.
+    per_event: Vec<Duration>,
 }
 
-/// Runs a whole stream: every event is handed on (and flushed) before the stream goes idle.
+/// Runs a whole stream: every event is handed on (and flushed) before the stream goes idle, and
+/// decoded as it comes.
 fn run(runtime: &tokio::runtime::Runtime, events: &[Bytes], setting: Option<&Setting>) -> Run {
     let mut body = runtime.block_on(open(events.to_vec(), setting));
+    let mut decoder = Decoder::new(setting.map(|s| s.coding));
     let mut wire = 0;
-    let mut frames = 0;
-    let start = Instant::now();
+    let mut total = Duration::ZERO;
+    let mut per_event = Vec::with_capacity(events.len());
     loop {
-        match poll_once(&mut body) {
+        let start = Instant::now();
+        let polled = poll_once(&mut body);
+        let polled_at = Instant::now();
+        total += polled_at - start;
+        match polled {
             Poll::Ready(Some(data)) => {
                 wire += data.len();
-                frames += 1;
+                decoder.feed(&data);
+                per_event.push(start.elapsed());
             }
             Poll::Ready(None) => break,
             Poll::Pending => {}
         }
     }
-    let total = start.elapsed();
     // One frame per event (and the end of the compressed stream): every event was handed on
     // (and, compressed, flushed) on its own.
-    assert_eq!(frames, events.len() + usize::from(setting.is_some()));
-    Run { wire, total }
+    assert_eq!(
+        per_event.len(),
+        events.len() + usize::from(setting.is_some())
+    );
+    per_event.truncate(events.len());
+    // And it decodes to the events.
+    let plain: Vec<u8> = events.iter().flat_map(|e| e.iter().copied()).collect();
+    assert!(decoder.feed(&[]) == plain.as_slice());
+    Run {
+        wire,
+        total,
+        per_event,
+    }
+}
+
+/// The median and the 99th percentile of `times`, in microseconds.
+fn p50_p99(times: &[Duration]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
 }
 
 /// Heap and RSS growth per stream of `STREAMS` streams, each fed `events` (in a fresh process).
@@ -352,25 +386,35 @@ fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting]) {
              {STREAMS} streams of {EVENTS_PER_STREAM} events\n",
             plain as f64 / N as f64
         );
-        println!("| setting | wire / identity | CPU per MB | heap per stream | RSS per stream |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| setting | wire / identity | encode + decode per event p50 / p99 (added) | CPU per MB | heap per stream | RSS per stream |"
+        );
+        println!("|---|---|---|---|---|---|");
         let identity = run(runtime, &events, None);
         assert_eq!(identity.wire, plain);
+        let base = p50_p99(&identity.per_event);
         let (id_heap, id_rss) = memory_in_child(None, items);
         println!(
-            "| identity | 1.000 ({plain} B) | {:.1} ms | {:.1} KiB (the whole stream) | {:.1} KiB |",
+            "| identity | 1.000 ({plain} B) | {:.1} / {:.1} µs | {:.1} ms | {:.1} KiB (the whole stream) | {:.1} KiB |",
+            base.0,
+            base.1,
             identity.total.as_secs_f64() * 1e3 / (plain as f64 / 1e6),
             id_heap / 1024.0,
             id_rss / 1024.0
         );
         for (index, setting) in settings.iter().enumerate() {
             let result = run(runtime, &events, Some(setting));
+            let times = p50_p99(&result.per_event);
             let (heap, rss) = memory_in_child(Some(index), items);
             println!(
-                "| {} | {:.3} ({} B) | {:.1} ms | +{:.1} KiB | +{:.1} KiB |",
+                "| {} | {:.3} ({} B) | {:.1} / {:.1} µs (+{:.1} / +{:.1}) | {:.1} ms | +{:.1} KiB | +{:.1} KiB |",
                 setting.name,
                 result.wire as f64 / plain as f64,
                 result.wire,
+                times.0,
+                times.1,
+                times.0 - base.0,
+                times.1 - base.1,
                 result.total.as_secs_f64() * 1e3 / (plain as f64 / 1e6),
                 (heap - id_heap) / 1024.0,
                 (rss - id_rss) / 1024.0,
@@ -495,8 +539,12 @@ async fn latency_server(compression: Compression, items: bool) -> std::net::Sock
     addr
 }
 
-/// One stream from `addr`, asking for `coding`: the latency of every event, in microseconds.
-async fn latency_run(addr: std::net::SocketAddr, coding: Option<Coding>) -> Vec<u64> {
+/// One stream from `addr`, asking for `coding`: the latency of every event in microseconds, the
+/// bytes received and the bytes they decoded to.
+async fn latency_run(
+    addr: std::net::SocketAddr,
+    coding: Option<Coding>,
+) -> (Vec<u64>, usize, usize) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -525,11 +573,13 @@ async fn latency_run(addr: std::net::SocketAddr, coding: Option<Coding>) -> Vec<
     let mut decoder = Decoder::new(coding);
     let mut scanned = 0;
     let mut latencies = Vec::with_capacity(LATENCY_N);
+    let mut wire = 0;
     while latencies.len() < LATENCY_N {
         let frame = body.frame().await.expect("stream ended early").unwrap();
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        wire += data.len();
         let decoded = decoder.feed(&data);
         let now = micros_since_epoch();
         while let Some(end) = memchr::memmem::find(&decoded[scanned..], b"\n\n") {
@@ -548,14 +598,14 @@ async fn latency_run(addr: std::net::SocketAddr, coding: Option<Coding>) -> Vec<
             latencies.push(now.saturating_sub(sent - TS_BASE_US));
         }
     }
-    latencies
+    (latencies, wire, scanned)
 }
 
 fn percentile_us(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Latency per event on loopback at 1 event/ms: identity and each coding's default, in turn.
+/// Latency per event on loopback at 1 event/ms: identity and each coding's default, at once.
 fn latency_tables(runtime: &tokio::runtime::Runtime) {
     let codings: [Option<Coding>; 4] = [
         None,
@@ -568,6 +618,7 @@ fn latency_tables(runtime: &tokio::runtime::Runtime) {
         ("~1 KiB events", true),
     ] {
         let mut all: Vec<Vec<u64>> = vec![Vec::new(); codings.len()];
+        let mut bytes = [(0, 0); 4];
         runtime.block_on(async {
             // One server per coding (each offers only its own), all up before the first run.
             let mut servers = Vec::new();
@@ -576,31 +627,47 @@ fn latency_tables(runtime: &tokio::runtime::Runtime) {
                 servers.push(latency_server(compression, items).await);
             }
             for _ in 0..ROUNDS {
-                for (i, coding) in codings.iter().enumerate() {
-                    all[i].extend(latency_run(servers[i], *coding).await);
+                // All four at once: a stall of the machine hits them alike.
+                let runs = codings
+                    .iter()
+                    .zip(&servers)
+                    .map(|(coding, server)| tokio::spawn(latency_run(*server, *coding)));
+                for (i, run) in runs.collect::<Vec<_>>().into_iter().enumerate() {
+                    let (latencies, wire, decoded) = run.await.unwrap();
+                    all[i].extend(latencies);
+                    bytes[i].0 += wire;
+                    bytes[i].1 += decoded;
                 }
             }
         });
         println!(
-            "\n{label}, loopback, 1 event/ms, {ROUNDS} rounds of {LATENCY_N} events per coding, \
-             in turn\n"
+            "\n{label}, loopback, 1 event/ms, {ROUNDS} rounds of {LATENCY_N} events, the four \
+             streams at once\n"
         );
-        println!("| coding (default settings) | p50 | p99 | max | added p50 / p99 |");
-        println!("|---|---|---|---|---|");
-        let mut base = (0, 0);
+        println!(
+            "| coding (default settings) | wire / decoded | p50 | p90 | p99 | max | added p50 / p90 / p99 |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let mut base = [0; 3];
         for (i, coding) in codings.iter().enumerate() {
             let mut sorted = all[i].clone();
             sorted.sort_unstable();
-            let (p50, p99) = (percentile_us(&sorted, 0.5), percentile_us(&sorted, 0.99));
+            let p = [0.5, 0.9, 0.99].map(|p| percentile_us(&sorted, p));
             if coding.is_none() {
-                base = (p50, p99);
+                base = p;
             }
+            let added = |k: usize| p[k] as i64 - base[k] as i64;
             println!(
-                "| {} | {p50} µs | {p99} µs | {} µs | {:+} / {:+} µs |",
+                "| {} | {:.3} | {} µs | {} µs | {} µs | {} µs | {:+} / {:+} / {:+} µs |",
                 coding.map_or("identity", Coding::as_str),
+                bytes[i].0 as f64 / bytes[i].1 as f64,
+                p[0],
+                p[1],
+                p[2],
                 sorted.last().unwrap(),
-                p50 as i64 - base.0 as i64,
-                p99 as i64 - base.1 as i64,
+                added(0),
+                added(1),
+                added(2),
             );
         }
     }
