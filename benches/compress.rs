@@ -21,7 +21,8 @@
 //! and at larger settings.
 //!
 //! Run with: `cargo bench -p tower-sse --features gzip,br,zstd --bench compress`
-//! (`-- --only ratio` or `-- --only latency` for one part).
+//! (`-- --only ratio` or `-- --only latency` for one part; `-- --only scan` for what smaller
+//! settings than the defaults give up).
 //!
 //! Events: JSON progress events of ~300 B (job, record id, counters, a rate, a stage, a worker, a
 //! timestamp in microseconds and as text, an error object on about one event in ten) and ~1 KiB
@@ -328,6 +329,8 @@ struct Setting {
     name: &'static str,
     coding: Coding,
     compression: Compression,
+    /// Only in the scan of smaller settings (`--only scan`).
+    scan: bool,
 }
 
 fn settings() -> Vec<Setting> {
@@ -336,49 +339,137 @@ fn settings() -> Vec<Setting> {
         Setting {
             name: "gzip, default (level 6, window 2^12, memLevel 4)",
             coding: Coding::Gzip,
+            scan: false,
             compression: only(Coding::Gzip),
         },
         Setting {
             name: "gzip, zlib's defaults (6, 2^15, memLevel 8)",
             coding: Coding::Gzip,
+            scan: false,
             compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(15).mem_level(8)),
         },
         Setting {
             name: "br, default (quality 3, window 2^12)",
             coding: Coding::Br,
+            scan: false,
             compression: only(Coding::Br),
         },
         Setting {
             name: "br, quality 4, window 2^16 (the previous default)",
             coding: Coding::Br,
+            scan: false,
             compression: only(Coding::Br).br(Brotli::new().quality(4).window_bits(16)),
         },
         Setting {
             name: "zstd, default (level 3, window 2^12, hash/chain 2^10)",
             coding: Coding::Zstd,
+            scan: false,
             compression: only(Coding::Zstd),
         },
         Setting {
             name: "zstd, level 3, window 2^14, hash/chain 2^12 (the previous default)",
             coding: Coding::Zstd,
+            scan: false,
             compression: only(Coding::Zstd)
                 .zstd(Zstd::new().window_log(14).hash_log(12).chain_log(12)),
         },
         Setting {
             name: "zstd, level 3, window 2^22, hash 2^17, chain 2^16",
             coding: Coding::Zstd,
+            scan: false,
             compression: only(Coding::Zstd)
                 .zstd(Zstd::new().window_log(22).hash_log(17).chain_log(16)),
+        },
+        // The scan: what smaller settings give up (`--only scan`).
+        Setting {
+            name: "gzip, window 2^9, memLevel 1 (the smallest zlib-rs allows)",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(9).mem_level(1)),
+        },
+        Setting {
+            name: "gzip, window 2^10, memLevel 1",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(10).mem_level(1)),
+        },
+        Setting {
+            name: "gzip, window 2^11, memLevel 1",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(11).mem_level(1)),
+        },
+        Setting {
+            name: "gzip, window 2^12, memLevel 1",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().mem_level(1)),
+        },
+        Setting {
+            name: "br, quality 0, window 2^12",
+            coding: Coding::Br,
+            scan: true,
+            compression: only(Coding::Br).br(Brotli::new().quality(0)),
+        },
+        Setting {
+            name: "br, quality 1, window 2^12",
+            coding: Coding::Br,
+            scan: true,
+            compression: only(Coding::Br).br(Brotli::new().quality(1)),
+        },
+        Setting {
+            name: "br, quality 2, window 2^12",
+            coding: Coding::Br,
+            scan: true,
+            compression: only(Coding::Br).br(Brotli::new().quality(2)),
+        },
+        Setting {
+            name: "br, quality 3, window 2^10",
+            coding: Coding::Br,
+            scan: true,
+            compression: only(Coding::Br).br(Brotli::new().window_bits(10)),
+        },
+        Setting {
+            name: "br, quality 3, window 2^14",
+            coding: Coding::Br,
+            scan: true,
+            compression: only(Coding::Br).br(Brotli::new().window_bits(14)),
+        },
+        Setting {
+            name: "zstd, level 3, window 2^13, hash/chain 2^11",
+            coding: Coding::Zstd,
+            scan: true,
+            compression: only(Coding::Zstd)
+                .zstd(Zstd::new().window_log(13).hash_log(11).chain_log(11)),
+        },
+        Setting {
+            name: "zstd, level 1, window 2^12, hash/chain 2^10",
+            coding: Coding::Zstd,
+            scan: true,
+            compression: only(Coding::Zstd).zstd(Zstd::new().level(1)),
+        },
+        Setting {
+            name: "zstd, level 3, window 2^16, hash/chain 2^12",
+            coding: Coding::Zstd,
+            scan: true,
+            compression: only(Coding::Zstd)
+                .zstd(Zstd::new().window_log(16).hash_log(12).chain_log(12)),
         },
     ]
 }
 
-/// Ratio, CPU and memory of every setting, on ~300 B and ~1 KiB events.
-fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting]) {
-    for (label, items) in [
-        ("~300 B JSON progress events", false),
-        ("~1 KiB events", true),
-    ] {
+/// Ratio, CPU and memory of every setting of the main tables (`scan == false`: on ~300 B and
+/// ~1 KiB events) or of the scan (`true`: ~300 B events).
+fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting], scan: bool) {
+    let sizes: &[(&str, bool)] = if scan {
+        &[("~300 B JSON progress events, smaller settings", false)]
+    } else {
+        &[
+            ("~300 B JSON progress events", false),
+            ("~1 KiB events", true),
+        ]
+    };
+    for &(label, items) in sizes {
         let events = events(N, items);
         let plain: usize = events.iter().map(Bytes::len).sum();
         println!(
@@ -403,6 +494,9 @@ fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting]) {
             id_rss / 1024.0
         );
         for (index, setting) in settings.iter().enumerate() {
+            if setting.scan != scan {
+                continue;
+            }
             let result = run(runtime, &events, Some(setting));
             let times = p50_p99(&result.per_event);
             let (heap, rss) = memory_in_child(Some(index), items);
@@ -691,12 +785,20 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|at| args[at + 1].clone());
+    if only.as_deref() == Some("scan") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        ratio_tables(&runtime, &settings, true);
+        return;
+    }
     if only.as_deref() != Some("latency") {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        ratio_tables(&runtime, &settings);
+        ratio_tables(&runtime, &settings, false);
     }
     if only.as_deref() != Some("ratio") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
