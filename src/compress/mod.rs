@@ -406,6 +406,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_order_puts_the_smallest_state_per_stream_first() {
+        assert_eq!(
+            Compression::new().codings(),
+            [Coding::Zstd, Coding::Gzip, Coding::Br]
+        );
+    }
+
+    #[test]
     fn order_drops_duplicates_and_may_be_empty() {
         let compression = Compression::new().order([Coding::Gzip, Coding::Br, Coding::Gzip]);
         assert_eq!(compression.codings(), [Coding::Gzip, Coding::Br]);
