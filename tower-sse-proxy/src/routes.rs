@@ -116,8 +116,8 @@ pub(crate) struct Shared {
 ///
 /// A CA file that cannot be read, a comment the layer refuses.
 pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteService>, String> {
-    let mut clients: HashMap<(bool, Option<std::path::PathBuf>), upstream::HttpClient> =
-        HashMap::new();
+    type ClientKey = (bool, bool, Option<std::path::PathBuf>);
+    let mut clients: HashMap<ClientKey, upstream::HttpClient> = HashMap::new();
     let mut stack = |route: &Route| -> Result<RouteService, String> {
         // Every response of the route leaves its stack through this: event streams are timed.
         let name: Arc<str> = route.name.as_str().into();
@@ -144,7 +144,11 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
                 layer.layer(service).map_response(timed),
             ));
         };
-        let key = (upstream.http2, upstream.ca_file.clone());
+        let key = (
+            upstream.is_https(),
+            upstream.http2,
+            upstream.ca_file.clone(),
+        );
         let client = match clients.get(&key) {
             Some(client) => client.clone(),
             None => {

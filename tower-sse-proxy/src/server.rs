@@ -136,12 +136,12 @@ impl Drop for RequestGuard {
 async fn drive<C, E>(
     conn: C,
     mut signal: tokio::sync::watch::Receiver<bool>,
-    activity: &Activity,
+    activity: Arc<Activity>,
     keepalive: Option<Duration>,
     close: fn(Pin<&mut C>),
-) -> Result<(), E>
-where
+) where
     C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
     let idle = async {
@@ -150,18 +150,26 @@ where
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        result = conn.as_mut() => return result,
-        _ = signal.wait_for(|&stop| stop) => close(conn.as_mut()),
+    let ended = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        _ = signal.wait_for(|&stop| stop) => None,
         () = idle => {
             tracing::debug!("keep-alive timeout: closing the idle connection");
-            close(conn.as_mut());
+            None
         }
-    }
-    // The receiver is held until the connection ends: the shutdown waits for all of them.
-    let result = conn.await;
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            close(conn.as_mut());
+            conn.await
+        }
+    };
+    // The receiver was held until the connection ended: the shutdown waits for all of them.
     drop(signal);
-    result
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 /// The HTTP version of a connection, known before hyper reads it.
@@ -242,130 +250,118 @@ impl Server {
             // Event streams send many small writes: do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
             let span = tracing::info_span!("conn", %peer);
-            let http = Arc::clone(&http);
-            let routes = Arc::clone(&self.routes);
-            let tls = self.tls.clone();
-            let watcher = graceful.watcher();
-            let limit = self.header_timeout;
-            let keepalive = self.keepalive;
-            tokio::spawn(
-                async move {
-                    let start = tokio::time::Instant::now();
-                    match tls {
-                        None => {
-                            let protocol = match tokio::time::timeout(limit, sniff(&stream)).await {
-                                Ok(Ok(protocol)) => protocol,
-                                Ok(Err(error)) => {
-                                    tracing::debug!(%error, "connection failed before a request");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!("no request head within the header timeout");
-                                    return;
-                                }
-                            };
-                            let left = limit.saturating_sub(start.elapsed());
-                            let activity = Arc::new(Activity::default());
-                            let service =
-                                routes::service(routes, peer, false, Arc::clone(&activity));
-                            let io = HeadDeadline::new(stream, left, Arc::clone(&activity));
-                            let conn = Conn {
-                                protocol,
-                                watcher,
-                                activity,
-                                keepalive,
-                            };
-                            serve(&http, conn, io, service).await;
-                        }
-                        Some(acceptor) => {
-                            let stream =
-                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(error)) => {
-                                        tracing::debug!(%error, "tls handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!("tls handshake timed out");
-                                        return;
-                                    }
-                                };
-                            // Over TLS, ALPN says which (RFC 9113 section 3.2: h2 over TLS
-                            // is negotiated).
-                            let protocol = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                Protocol::Http2
-                            } else {
-                                Protocol::Http1
-                            };
-                            let left = limit.saturating_sub(start.elapsed());
-                            let activity = Arc::new(Activity::default());
-                            let service =
-                                routes::service(routes, peer, true, Arc::clone(&activity));
-                            let io = HeadDeadline::new(stream, left, Arc::clone(&activity));
-                            let conn = Conn {
-                                protocol,
-                                watcher,
-                                activity,
-                                keepalive,
-                            };
-                            serve(&http, conn, io, service).await;
-                        }
-                    }
+            let accepted = Accepted {
+                http: Arc::clone(&http),
+                routes: Arc::clone(&self.routes),
+                watcher: graceful.watcher(),
+                header_timeout: self.header_timeout,
+                keepalive: self.keepalive,
+                peer,
+            };
+            // Two task types, so that a plaintext connection's task does not carry the room
+            // of a TLS handshake.
+            match &self.tls {
+                None => tokio::spawn(accepted.plain(stream).instrument(span)),
+                Some(acceptor) => {
+                    tokio::spawn(accepted.tls(acceptor.clone(), stream).instrument(span))
                 }
-                .instrument(span),
-            );
+            };
         }
     }
 }
 
-/// What serving one connection needs besides its IO and service.
-struct Conn {
-    protocol: Protocol,
+/// An accepted connection, before its protocol is known.
+struct Accepted {
+    http: Arc<Http>,
+    routes: Current,
     watcher: tokio::sync::watch::Receiver<bool>,
-    activity: Arc<Activity>,
+    header_timeout: Duration,
     keepalive: Option<Duration>,
+    peer: SocketAddr,
 }
 
-async fn serve<IO, S>(http: &Http, conn: Conn, io: IO, service: S)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<
-                crate::guard::Guarded<crate::routes::RouteBody, RequestGuard>,
-            >,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let io = TokioIo::new(io);
-    let service = TowerToHyperService::new(service);
-    let Conn {
-        protocol,
-        watcher,
-        activity,
-        keepalive,
-    } = conn;
-    let result = match protocol {
-        Protocol::Http1 => {
-            let conn = http.http1.serve_connection(io, service).with_upgrades();
-            drive(conn, watcher, &activity, keepalive, |conn| {
-                conn.graceful_shutdown();
-            })
-            .await
+impl Accepted {
+    /// Serves a plaintext connection: HTTP/2 when it starts with the preface.
+    async fn plain(self, stream: tokio::net::TcpStream) {
+        let start = tokio::time::Instant::now();
+        let protocol = match tokio::time::timeout(self.header_timeout, sniff(&stream)).await {
+            Ok(Ok(protocol)) => protocol,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "connection failed before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no request head within the header timeout");
+                return;
+            }
+        };
+        self.serve(protocol, false, start, stream).await;
+    }
+
+    /// Serves a TLS connection: HTTP/2 when ALPN chose it (RFC 9113 section 3.2: h2 over TLS
+    /// is negotiated).
+    async fn tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream) {
+        let start = tokio::time::Instant::now();
+        let stream = match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("tls handshake timed out");
+                return;
+            }
+        };
+        let protocol = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        self.serve(protocol, true, start, stream).await;
+    }
+
+    /// Serves the connection with hyper's `protocol` connection, the rest of the header timeout
+    /// counted from `start`.
+    ///
+    /// The connection future is boxed, at its own size: an `async fn` over both protocols would
+    /// be as large as the larger, and a task's future is copied whole into its allocation, so
+    /// every page of it is resident (an 8.9 KiB task per plaintext HTTP/1.1 connection before).
+    fn serve<IO>(
+        self,
+        protocol: Protocol,
+        tls: bool,
+        start: tokio::time::Instant,
+        io: IO,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let left = self.header_timeout.saturating_sub(start.elapsed());
+        let activity = Arc::new(Activity::default());
+        let service = routes::service(self.routes, self.peer, tls, Arc::clone(&activity));
+        let io = TokioIo::new(HeadDeadline::new(io, left, Arc::clone(&activity)));
+        let service = TowerToHyperService::new(service);
+        let (watcher, keepalive) = (self.watcher, self.keepalive);
+        match protocol {
+            Protocol::Http1 => {
+                let conn = self
+                    .http
+                    .http1
+                    .serve_connection(io, service)
+                    .with_upgrades();
+                Box::pin(drive(conn, watcher, activity, keepalive, |conn| {
+                    conn.graceful_shutdown();
+                }))
+            }
+            Protocol::Http2 => {
+                let conn = self.http.http2.serve_connection(io, service);
+                Box::pin(drive(conn, watcher, activity, keepalive, |conn| {
+                    conn.graceful_shutdown();
+                }))
+            }
         }
-        Protocol::Http2 => {
-            let conn = http.http2.serve_connection(io, service);
-            drive(conn, watcher, &activity, keepalive, |conn| {
-                conn.graceful_shutdown();
-            })
-            .await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
     }
 }
 
