@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::tally::Tally;
 use super::upstream::Upstream;
 use crate::BoxError;
+use crate::compress::Encoder;
 use crate::config::{Config, DRAIN_RETRY_JITTER, Settings};
 use crate::metrics::{CloseReason, CloseSlot};
 use crate::scanner::{LineEnd, Scanner, bom_prefix};
@@ -41,6 +42,8 @@ pin_project! {
         timer: Timer,
         // Boxed: most streams have no shutdown handle, and the waiter is large.
         drain: Option<Pin<Box<OwnedNotified>>>,
+        // The layer's compression of the stream's output (I11), when negotiated.
+        encoder: Option<Box<Encoder>>,
         state: State,
     }
 }
@@ -89,8 +92,13 @@ pub(super) struct State {
 
 impl Machine {
     /// The stream ended and everything was written.
-    pub(super) const fn is_ended(&self) -> bool {
-        self.state.is_ended()
+    pub(super) fn is_ended(&self) -> bool {
+        self.state.is_ended() && self.encoder.as_ref().is_none_or(|e| e.is_done())
+    }
+
+    /// Compresses the stream's output with `encoder`.
+    pub(super) fn set_encoder(self: Pin<&mut Self>, encoder: Encoder) {
+        *self.project().encoder = Some(Box::new(encoder));
     }
 
     pub(super) fn new(
@@ -136,6 +144,7 @@ impl Machine {
             } else {
                 drain
             },
+            encoder: None,
             state,
         }
     }
@@ -147,112 +156,134 @@ impl Machine {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
     where
         B: Body,
+        B::Data: 'static,
         B::Error: Into<BoxError>,
     {
-        let mut this = self.project();
-        let state = this.state;
-        loop {
-            if state.phase == Phase::Ended {
-                // Release the inner body, the timer and the drain waiter at once (I8).
-                if body.is_some() {
-                    body.set(None);
-                }
-                this.timer.as_mut().clear();
-                *this.drain = None;
-            }
-            if let Some(bytes) = state.pending.take() {
-                state.tally.sent(bytes.len());
-                if let Some(upstream) = body.as_ref().get_ref() {
-                    upstream.touch();
-                }
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-            }
-            match state.phase {
-                Phase::Ended => return Poll::Ready(None),
-                Phase::Opening => {
-                    state.open();
-                    continue;
-                }
-                Phase::Closing { reason, .. } if state.scanner.at_event_boundary() => {
-                    state.end(reason);
-                    continue;
-                }
-                Phase::Open | Phase::Closing { .. } => {}
-            }
+        let this = self.project();
+        let (mut timer, drain, state) = (this.timer, this.drain, this.state);
+        match this.encoder {
+            Some(encoder) => encoder.poll_frame(cx, |cx| {
+                poll_stream(timer.as_mut(), drain, state, body.as_mut(), cx)
+            }),
+            None => poll_stream(timer, drain, state, body, cx),
+        }
+    }
+}
 
-            if let Some(stashed) = state.stash.take() {
-                match *stashed {
-                    Ok(frame) => return Poll::Ready(Some(Ok(frame))),
-                    Err(error) => {
-                        state.tally.finish(CloseReason::UpstreamError);
-                        state.phase = Phase::Ended;
-                        body.set(None);
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                }
+/// The stream's output, before compression.
+fn poll_stream<B>(
+    mut timer: Pin<&mut Timer>,
+    drain: &mut Option<Pin<Box<OwnedNotified>>>,
+    state: &mut State,
+    mut body: Pin<&mut Option<Upstream<B>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body,
+    B::Data: 'static,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        if state.phase == Phase::Ended {
+            // Release the inner body, the timer and the drain waiter at once (I8).
+            if body.is_some() {
+                body.set(None);
             }
-
-            if let Some(mut inner) = body.as_mut().as_pin_mut() {
-                match inner.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => match state.upstream_data(data) {
-                            Some(bytes) if state.phase == Phase::Open => {
-                                let (bytes, ended) = state.coalesce(inner, bytes, cx);
-                                if ended {
-                                    body.set(None);
-                                    state.upstream_ended();
-                                }
-                                state.tally.sent(bytes.len());
-                                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                            }
-                            Some(bytes) => {
-                                // Closing: one frame at a time, so that the stream ends at the
-                                // first event boundary.
-                                state.tally.sent(bytes.len());
-                                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                            }
-                            None => continue,
-                        },
-                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                    },
-                    Poll::Ready(Some(Err(error))) => {
-                        state.tally.finish(CloseReason::UpstreamError);
-                        state.phase = Phase::Ended;
-                        body.set(None);
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                    Poll::Ready(None) => {
-                        body.set(None);
-                        state.upstream_ended();
-                        continue;
-                    }
-                    Poll::Pending => {}
-                }
+            timer.as_mut().clear();
+            *drain = None;
+        }
+        if let Some(bytes) = state.pending.take() {
+            state.tally.sent(bytes.len());
+            if let Some(upstream) = body.as_ref().get_ref() {
+                upstream.touch();
             }
-
-            if let Some(drain) = this.drain.as_mut()
-                && drain.as_mut().poll(cx).is_ready()
-            {
-                *this.drain = None;
-                let now = Instant::now();
-                let started = state.config.shutdown.as_ref().and_then(|s| s.started());
-                state.on_drain(started.unwrap_or(now), now);
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        match state.phase {
+            Phase::Ended => return Poll::Ready(None),
+            Phase::Opening => {
+                state.open();
                 continue;
             }
-
-            state.tally.flush();
-            if state.activity != 0 {
-                state.date_activity(Instant::now());
+            Phase::Closing { reason, .. } if state.scanner.at_event_boundary() => {
+                state.end(reason);
+                continue;
             }
-            let Some(deadline) = state.next_deadline() else {
-                return Poll::Pending;
-            };
-            if this.timer.as_mut().poll_until(deadline, cx).is_pending() {
-                return Poll::Pending;
-            }
-            // The timer fired: act on what is due; the next turn re-arms it for what is left.
-            state.on_timer(Instant::now());
+            Phase::Open | Phase::Closing { .. } => {}
         }
+
+        if let Some(stashed) = state.stash.take() {
+            match *stashed {
+                Ok(frame) => return Poll::Ready(Some(Ok(frame))),
+                Err(error) => {
+                    state.tally.finish(CloseReason::UpstreamError);
+                    state.phase = Phase::Ended;
+                    body.set(None);
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
+
+        if let Some(mut inner) = body.as_mut().as_pin_mut() {
+            match inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match state.upstream_data(data) {
+                        Some(bytes) if state.phase == Phase::Open => {
+                            let (bytes, ended) = state.coalesce(inner, bytes, cx);
+                            if ended {
+                                body.set(None);
+                                state.upstream_ended();
+                            }
+                            state.tally.sent(bytes.len());
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        }
+                        Some(bytes) => {
+                            // Closing: one frame at a time, so that the stream ends at the
+                            // first event boundary.
+                            state.tally.sent(bytes.len());
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        }
+                        None => continue,
+                    },
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Poll::Ready(Some(Err(error))) => {
+                    state.tally.finish(CloseReason::UpstreamError);
+                    state.phase = Phase::Ended;
+                    body.set(None);
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    body.set(None);
+                    state.upstream_ended();
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        if let Some(waiter) = drain.as_mut()
+            && waiter.as_mut().poll(cx).is_ready()
+        {
+            *drain = None;
+            let now = Instant::now();
+            let started = state.config.shutdown.as_ref().and_then(|s| s.started());
+            state.on_drain(started.unwrap_or(now), now);
+            continue;
+        }
+
+        state.tally.flush();
+        if state.activity != 0 {
+            state.date_activity(Instant::now());
+        }
+        let Some(deadline) = state.next_deadline() else {
+            return Poll::Pending;
+        };
+        if timer.as_mut().poll_until(deadline, cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The timer fired: act on what is due; the next turn re-arms it for what is left.
+        state.on_timer(Instant::now());
     }
 }
 
@@ -335,6 +366,7 @@ impl State {
     ) -> (Bytes, bool)
     where
         B: Body,
+        B::Data: 'static,
         B::Error: Into<BoxError>,
     {
         let mut merged: Option<BytesMut> = None;

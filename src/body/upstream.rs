@@ -65,6 +65,7 @@ impl<B> Upstream<B> {
 impl<B> Upstream<B>
 where
     B: Body,
+    B::Data: 'static,
     B::Error: Into<BoxError>,
 {
     pub(crate) fn poll_frame(
