@@ -90,6 +90,24 @@ impl Entry {
     }
 }
 
+/// How long a Redis command may take before it fails. The client's default (500 ms) is shorter
+/// than the tail's `XREAD BLOCK 1000`, and on a loaded machine a burst of reconnects' `XRANGE`
+/// took longer: each such failure ended a fresh stream and cost its client another reconnect.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A multiplexed connection with [`REDIS_RESPONSE_TIMEOUT`].
+async fn connect(
+    client: &redis::Client,
+    url: &str,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
 fn entries(ids: &[redis::streams::StreamId]) -> Vec<Entry> {
     ids.iter()
         .filter_map(|e| {
@@ -108,10 +126,7 @@ fn entries(ids: &[redis::streams::StreamId]) -> Vec<Entry> {
 /// When Redis cannot be reached or refuses a command.
 pub async fn produce(args: ProduceArgs) -> Result<(), String> {
     let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis: {e}"))?;
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("{}: {e}", args.redis))?;
+    let mut con = connect(&client, &args.redis).await?;
     let last: StreamRangeReply = con
         .xrevrange_count(&args.key, "+", "-", 1)
         .await
@@ -150,14 +165,8 @@ struct State {
 /// When Redis cannot be reached or the address cannot be bound.
 pub async fn app(args: AppArgs) -> Result<(), String> {
     let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis: {e}"))?;
-    let con = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("{}: {e}", args.redis))?;
-    let tail_con = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("{}: {e}", args.redis))?;
+    let con = connect(&client, &args.redis).await?;
+    let tail_con = connect(&client, &args.redis).await?;
     let (tail, _) = broadcast::channel(4096);
     tokio::spawn(follow(tail_con, args.key.clone(), tail.clone()));
     let state = Arc::new(State {

@@ -8,11 +8,19 @@
 //!
 //! Every event's data is the event's sequence number in the log; the [`Tally`] of each client
 //! counts gaps, lost and duplicated events. Reconnects (every attempt but the first) are
-//! counted per 100 ms bucket from a common zero, written as CSV.
+//! counted per 100 ms bucket from a common zero, written as CSV, with three diagnostic
+//! columns: `<column>-due`, the same reconnects in the bucket their timer was due in (a
+//! stalled client fires many late timers in one bucket: bursts that are the one client
+//! process's, not the behaviour of as many browsers); `<column>-closes`, the open streams
+//! whose end the clients noticed in each bucket (so that the delay from an action to its
+//! clients' notice is read off the run); and `<column>-lag`, the load client's own worst
+//! timer lateness in each bucket, in milliseconds.
+//! The responses that were not `200 text/event-stream` are counted by status.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -223,6 +231,9 @@ pub struct LoadArgs {
     /// The CSV column's name.
     #[arg(long, default_value = "reconnects")]
     pub column: String,
+    /// Worker threads of the client's runtime (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Where the clients connect: host:port and the path with its query.
@@ -255,25 +266,97 @@ pub fn parse_url(text: &str) -> Result<Target, String> {
     Ok(Target { authority, path })
 }
 
+/// Counts per 100 ms bucket from a zero, shared by every client.
+#[derive(Debug)]
+pub struct Buckets {
+    zero: Instant,
+    counts: Vec<AtomicU32>,
+}
+
+impl Buckets {
+    /// Buckets from `zero` covering `duration` (and the bucket it ends in).
+    #[must_use]
+    pub fn new(zero: Instant, duration: Duration) -> Self {
+        let len = usize::try_from(duration.as_millis() / 100 + 1).unwrap_or(0);
+        Self {
+            zero,
+            counts: (0..len).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn slot(&self, at: Instant) -> Option<&AtomicU32> {
+        let index = usize::try_from(at.saturating_duration_since(self.zero).as_millis() / 100)
+            .unwrap_or(usize::MAX);
+        self.counts.get(index)
+    }
+
+    /// Adds one to the bucket of `at` (nothing outside the run).
+    pub fn add(&self, at: Instant) {
+        if let Some(slot) = self.slot(at) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Raises the bucket of `at` to `value` if it is lower (a maximum per bucket).
+    pub fn raise(&self, at: Instant, value: u32) {
+        if let Some(slot) = self.slot(at) {
+            slot.fetch_max(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts, first bucket first.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<u32> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
 /// Counters shared by every client.
 #[derive(Debug)]
 struct Shared {
     zero: Instant,
-    buckets: Vec<AtomicU32>,
+    reconnect_buckets: Buckets,
+    due_buckets: Buckets,
+    close_buckets: Buckets,
+    lag_buckets: Buckets,
     connects: AtomicU64,
     reconnects: AtomicU64,
     failed: AtomicU64,
+    statuses: Mutex<BTreeMap<u16, u64>>,
     errors: AtomicU64,
     open: AtomicU64,
 }
 
 impl Shared {
-    fn record_reconnect(&self) {
+    fn record_reconnect(&self, due: Instant) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
-        let index = usize::try_from(self.zero.elapsed().as_millis() / 100).unwrap_or(usize::MAX);
-        if let Some(bucket) = self.buckets.get(index) {
-            bucket.fetch_add(1, Ordering::Relaxed);
+        self.reconnect_buckets.add(Instant::now());
+        self.due_buckets.add(due);
+    }
+
+    fn record_failure(&self, status: http::StatusCode) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut statuses) = self.statuses.lock() {
+            *statuses.entry(status.as_u16()).or_default() += 1;
         }
+    }
+}
+
+/// Measures how late the client's own timers fire: a 10 ms tick whose lateness (ms) raises
+/// its bucket, until the run is over.
+async fn lag_probe(lag: &Buckets, end: Instant) {
+    const TICK: Duration = Duration::from_millis(10);
+    let mut target = Instant::now() + TICK;
+    while target < end {
+        tokio::time::sleep_until(target.into()).await;
+        let now = Instant::now();
+        let late =
+            u32::try_from(now.saturating_duration_since(target).as_millis()).unwrap_or(u32::MAX);
+        lag.raise(now, late);
+        target = now + TICK;
     }
 }
 
@@ -286,6 +369,8 @@ pub struct Summary {
     pub reconnects: u64,
     /// Responses that were not 200 text/event-stream (the client gave up, as browsers do).
     pub failed: u64,
+    /// Those responses by status code (200 for a 200 that was not an event stream).
+    pub statuses: BTreeMap<u16, u64>,
     /// Network errors (refused, reset).
     pub errors: u64,
     /// Streams open at the end.
@@ -309,7 +394,16 @@ impl std::fmt::Display for Summary {
             self.tally.lost,
             self.tally.duplicates,
             self.tally.unreadable
-        )
+        )?;
+        if !self.statuses.is_empty() {
+            let list: Vec<String> = self
+                .statuses
+                .iter()
+                .map(|(status, n)| format!("{status}:{n}"))
+                .collect();
+            write!(f, " failed_statuses={}", list.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -327,16 +421,23 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
     let zero = Instant::now()
         .checked_sub(behind)
         .unwrap_or_else(Instant::now);
-    let buckets = usize::try_from(args.duration.as_millis() / 100 + 1).unwrap_or(0);
     let shared = Arc::new(Shared {
         zero,
-        buckets: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+        reconnect_buckets: Buckets::new(zero, args.duration),
+        due_buckets: Buckets::new(zero, args.duration),
+        close_buckets: Buckets::new(zero, args.duration),
+        lag_buckets: Buckets::new(zero, args.duration),
         connects: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        statuses: Mutex::new(BTreeMap::new()),
         errors: AtomicU64::new(0),
         open: AtomicU64::new(0),
     });
+    let probe = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { lag_probe(&shared.lag_buckets, zero + args.duration).await })
+    };
     let target = Arc::new(args.url.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -359,6 +460,7 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
     let end = zero + args.duration;
     tokio::time::sleep_until(end.into()).await;
     let open = shared.open.load(Ordering::Relaxed);
+    probe.abort();
     let _ = stop_tx.send(true);
     let mut total = Tally::default();
     while let Some(result) = tasks.join_next().await {
@@ -370,19 +472,29 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
         connects: shared.connects.load(Ordering::Relaxed),
         reconnects: shared.reconnects.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
+        statuses: shared
+            .statuses
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default(),
         errors: shared.errors.load(Ordering::Relaxed),
         open,
         tally: total,
     };
     if let Some(path) = &args.csv {
         let mut table = Table::default();
+        table.push(args.column.clone(), shared.reconnect_buckets.snapshot());
         table.push(
-            args.column.clone(),
-            shared
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
+            format!("{}-due", args.column),
+            shared.due_buckets.snapshot(),
+        );
+        table.push(
+            format!("{}-closes", args.column),
+            shared.close_buckets.snapshot(),
+        );
+        table.push(
+            format!("{}-lag", args.column),
+            shared.lag_buckets.snapshot(),
         );
         table.write(path)?;
     }
@@ -393,30 +505,33 @@ pub async fn load(args: LoadArgs) -> Result<Summary, String> {
 enum Ended {
     /// The stream ended or the network failed: reconnect after the retry.
     Reconnect,
-    /// Not a 200 event stream: give up for good.
-    Fail,
+    /// Not a 200 event stream (its status): give up for good.
+    Fail(http::StatusCode),
 }
 
 async fn client(start: Duration, target: &Target, shared: &Shared, tally: &mut Tally) {
     tokio::time::sleep_until((shared.zero + start).into()).await;
     let mut parser = Parser::new();
     let mut retry = DEFAULT_RETRY;
-    let mut first = true;
+    // When the spec's timer says the next attempt is due (None before the first).
+    let mut due = None;
     loop {
-        if first {
-            shared.connects.fetch_add(1, Ordering::Relaxed);
-            first = false;
-        } else {
-            shared.record_reconnect();
+        match due {
+            None => {
+                shared.connects.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(due) => shared.record_reconnect(due),
         }
         match stream_once(target, shared, &mut parser, &mut retry, tally).await {
-            Ended::Fail => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
+            Ended::Fail(status) => {
+                shared.record_failure(status);
                 return;
             }
             Ended::Reconnect => {
                 parser.end();
-                tokio::time::sleep(retry).await;
+                let at = Instant::now() + retry;
+                tokio::time::sleep_until(at.into()).await;
+                due = Some(at);
             }
         }
     }
@@ -461,7 +576,7 @@ async fn stream_once(
     }
     let Ok(request) = request.body(Empty::new()) else {
         driver.abort();
-        return Ended::Fail;
+        return Ended::Fail(http::StatusCode::BAD_REQUEST);
     };
     let response = match sender.send_request(request).await {
         Ok(response) => response,
@@ -477,7 +592,7 @@ async fn stream_once(
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
     if response.status() != http::StatusCode::OK || !is_stream {
         driver.abort();
-        return Ended::Fail;
+        return Ended::Fail(response.status());
     }
     shared.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(&shared.open);
@@ -496,6 +611,7 @@ async fn stream_once(
             }
         }
     }
+    shared.close_buckets.add(Instant::now());
     driver.abort();
     Ended::Reconnect
 }
@@ -591,6 +707,42 @@ mod tests {
                 unreadable: 1,
             }
         );
+    }
+
+    #[test]
+    fn buckets_count_and_keep_maxima_per_100_ms_from_the_zero() {
+        let zero = Instant::now();
+        let buckets = Buckets::new(zero, Duration::from_millis(300));
+        buckets.add(zero + Duration::from_millis(50));
+        buckets.add(zero + Duration::from_millis(99));
+        buckets.add(zero + Duration::from_millis(100));
+        buckets.add(zero + Duration::from_millis(350));
+        // Past the run: ignored.
+        buckets.add(zero + Duration::from_secs(5));
+        assert_eq!(buckets.snapshot(), vec![2, 1, 0, 1]);
+        let lag = Buckets::new(zero, Duration::from_millis(100));
+        lag.raise(zero + Duration::from_millis(10), 40);
+        lag.raise(zero + Duration::from_millis(20), 7);
+        lag.raise(zero + Duration::from_millis(120), 3);
+        assert_eq!(lag.snapshot(), vec![40, 3]);
+    }
+
+    #[test]
+    fn the_summary_lists_failures_by_status() {
+        let mut summary = Summary {
+            connects: 3,
+            failed: 3,
+            ..Summary::default()
+        };
+        assert!(!summary.to_string().contains("failed_statuses"));
+        summary.statuses.insert(503, 2);
+        summary.statuses.insert(502, 1);
+        let text = summary.to_string();
+        assert!(
+            text.starts_with("connects=3 reconnects=0 open=0 failed=3 "),
+            "{text}"
+        );
+        assert!(text.ends_with(" failed_statuses=502:1,503:2"), "{text}");
     }
 
     #[test]

@@ -38,13 +38,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
-        Command::App(args) => runtime().and_then(|rt| rt.block_on(app(args))),
-        Command::Produce(args) => runtime().and_then(|rt| rt.block_on(produce(args))),
+        Command::App(args) => runtime(None).and_then(|rt| rt.block_on(app(args))),
+        Command::Produce(args) => runtime(None).and_then(|rt| rt.block_on(produce(args))),
         Command::Plot(args) => plot(&args),
         Command::Peaks(args) => peaks(&args),
-        Command::Load(args) => {
-            runtime().and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}")))
-        }
+        Command::Load(args) => runtime(args.threads)
+            .and_then(|rt| rt.block_on(load(args)).map(|summary| println!("{summary}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,8 +54,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads.filter(|&n| n > 0) {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))

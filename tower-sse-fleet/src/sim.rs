@@ -127,13 +127,14 @@ impl Settings {
         }
     }
 
-    /// The settings FLEET.md recommends: `retry` 3 s ± 50 %, a drain window of `drain_window`,
+    /// The settings FLEET.md recommends: `retry` 3 s ± 100 % (hints spread over 0–6 s, their
+    /// mean the fixed hint's 3 s), a drain window of `drain_window`,
     /// lifetimes jittered 20 %, resume on.
     #[must_use]
     pub const fn with(drain_window: Duration) -> Self {
         Self {
             retry: DEFAULT_RETRY,
-            retry_jitter: 0.5,
+            retry_jitter: 1.0,
             drain_window,
             lifetime_jitter: 0.2,
             final_hint_jitter: true,

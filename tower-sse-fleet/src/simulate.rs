@@ -26,7 +26,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_window: Duration,
     /// The retry jitter of the tower-sse settings (0 to 1).
-    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    #[arg(long, default_value_t = 1.0, value_parser = fraction)]
     pub retry_jitter: f64,
     /// When the first action of each scenario happens.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
