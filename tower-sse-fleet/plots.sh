@@ -13,11 +13,13 @@ D=docs/fleet
 
 # 20 instances x 100,000 clients, the ideal fleet (clients notice a close at once).
 $B simulate --out $D --prefix sim | tee $D/sim-summary.md
-# The loopback's shape (3 proxies x 3,000 clients, the script's timing), calibrated on the
-# loopback run: clients notice a close 0.5-1.2 s late on the loaded 2-core machine.
-$B simulate --instances 3 --clients 3000 --drain-window 4s --start 8s --step 6s --restart 500ms \
-  --down 5s --lifetime 12s --apps 2 --ramp 3s --close-delay 500ms --close-spread 700ms \
-  --out $D --prefix sim-loopback | tee $D/sim-loopback-summary.md
+# The loopback's shape (3 proxies x 3,000 clients, the script's timing: drain 8 s, a proxy
+# every 10 s), calibrated on the loopback run (docs/fleet/loopback-*.csv, the closes column
+# against loopback-actions.txt): clients notice a close CLOSE_DELAY late, plus up to
+# CLOSE_SPREAD, on the loaded 2-core machine (HAProxy passes ~1,000 aborts on over ~0.5 s).
+$B simulate --instances 3 --clients 3000 --drain-window 8s --start 8s --step 10s --restart 1s \
+  --down 5s --lifetime 12s --apps 2 --ramp 3s --close-delay "${CLOSE_DELAY:-150ms}" \
+  --close-spread "${CLOSE_SPREAD:-400ms}" --out $D --prefix sim-loopback | tee $D/sim-loopback-summary.md
 
 for s in rolling-deploy instance-loss lifetime-rotation app-restart; do
   $B plot --output $D/sim-$s.png --title "simulation, 20 x 100,000: $s" \
