@@ -14,8 +14,19 @@
 //!
 //! After the criterion run, a table prints ns per frame and the overhead per frame (the issue's
 //! budget: +20 ns per frame).
+//!
+//! On a loaded machine wall-clock times say little. `TOWER_SSE_BENCH_CASE=<group>/<case>` (e.g.
+//! `resume/layer`) skips criterion and runs `TOWER_SSE_BENCH_STREAMS` streams (default 100) of
+//! that case only, for a tool that counts what the process itself did, e.g.
+//! `valgrind --tool=cachegrind --cache-sim=no` (instructions) or `perf stat -e task-clock` (CPU
+//! time): run it for `<group>/inner` and `<group>/layer` and divide the difference by the frames.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::convert::Infallible;
 use std::time::SystemTime;
@@ -100,7 +111,51 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `streams` streams of one case (`group/case`), outside criterion.
+fn only(case: &str, streams: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let elapsed = match case {
+        "resume/inner" => run(&runtime, &inner(), request, streams),
+        "sse_resume/inner" => {
+            let service = SseLayer::new().no_retry().layer(inner());
+            run(&runtime, &service, request, streams)
+        }
+        "resume/layer" => run(
+            &runtime,
+            &ResumeLayer::new().layer(inner()),
+            request,
+            streams,
+        ),
+        "sse_resume/layer" => {
+            let service = SseLayer::new()
+                .no_retry()
+                .layer(ResumeLayer::new().layer(inner()));
+            run(&runtime, &service, request, streams)
+        }
+        _ => panic!(
+            "unknown case {case}: resume/inner, resume/layer, sse_resume/inner or sse_resume/layer"
+        ),
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let frames = (streams * N as u64) as f64;
+    println!(
+        "{case}: {streams} streams, {:.2} ns/frame (wall clock)",
+        elapsed.as_nanos() as f64 / frames
+    );
+}
+
 fn main() {
+    if let Ok(case) = std::env::var("TOWER_SSE_BENCH_CASE") {
+        let streams = std::env::var("TOWER_SSE_BENCH_STREAMS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100);
+        only(&case, streams);
+        return;
+    }
     let started = SystemTime::now();
     let mut criterion = Criterion::default().configure_from_args();
     benches(&mut criterion);

@@ -6,9 +6,13 @@
 //! frame* (to hold an incomplete event's bytes), *what is the client's last event id* (the `id`
 //! buffer as of the last blank line) and *what did the last valid `retry` field say*.
 //!
-//! The [`Scanner`](crate::scanner::Scanner) of the SSE layer does not keep `id` values, so this is
-//! a small parser of its own, with the same shape: O(1) state besides the id value, `memchr` to the
-//! end of each line, no copy of anything but `id` values.
+//! The [`Scanner`](crate::scanner::Scanner) of the SSE layer does not keep `id` values (and the
+//! resume layer sits inside it, on the upstream's side, where no scanner runs), so this is a
+//! small parser of its own. It is built for the per-frame cost of the normal case, frames of whole
+//! lines: from each line start it reads the first bytes, finds the line's end with `memchr` (a
+//! short loop for `id` lines), and parses only `id` and `retry` values; `data` lines and comments
+//! are skipped in one search each. Only a line cut by a frame boundary goes through a small
+//! state machine ([`Line`]). State is O(1) besides the id values, which are copied once each.
 //!
 //! The rules it follows (see `docs/rules.md`, I10):
 //!
@@ -21,41 +25,38 @@
 //!   last blank line; a comment line does not open an event, a partial one is still mid-line.
 //! - A U+FEFF BOM is skipped as the stream's first bytes. A spliced body's leading BOM is removed
 //!   (the client's stream did not start there): the tracker then reports its bytes to skip, as the
-//!   scanner does (a prefix of it is held until the next byte tells whether it is one).
+//!   scanner does (a prefix of it is held until the next byte tells whether it is one), with the
+//!   scanner's [`match_bom`].
 //!
 //! [WHATWG rules]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 
+use std::mem;
+
 use crate::scanner::{BomMatch, match_bom};
 
-/// The field names the tracker cares about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Data,
-    Id,
-    Retry,
-}
+/// The longest field name the tracker tells apart (`retry`).
+const NAME: usize = 5;
 
-impl Field {
-    const fn name(self) -> &'static [u8] {
-        match self {
-            Self::Data => b"data",
-            Self::Id => b"id",
-            Self::Retry => b"retry",
-        }
-    }
-}
-
+/// Where a line cut by a frame boundary stands (whole lines never leave `Start`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Line {
     /// At the start of a line.
     Start,
     /// Right after a CR: a following LF belongs to the same line ending.
     Cr,
-    /// Inside a field name that has matched the first `n` bytes of `field`'s name.
-    Name(Field, u8),
-    /// Inside the value of `field`; `true` while a leading space may still be dropped.
-    Value(Field, bool),
-    /// Inside a comment or a field line whose value does not matter.
+    /// Inside a field name: its first `len` bytes (a longer name is none the tracker reads).
+    Name { bytes: [u8; NAME], len: u8 },
+    /// Inside an `id` value, read into `Tracker::reading`; `space`: a leading space may still
+    /// be dropped.
+    Id { space: bool },
+    /// Inside a `retry` value: `value` so far (`None` once a byte is not a digit), `digits`: one
+    /// digit at least.
+    Retry {
+        space: bool,
+        value: Option<u64>,
+        digits: bool,
+    },
+    /// Inside a comment, a `data` value, or a field whose value does not matter.
     Skip,
 }
 
@@ -73,37 +74,91 @@ pub(crate) struct Feed {
     pub(crate) boundary: Option<usize>,
 }
 
-/// The offset of the first CR or LF in `bytes` from `from`; `short`: the line is likely short.
-fn line_end(bytes: &[u8], from: usize, short: bool) -> Option<usize> {
-    const SHORT: usize = 16;
-    let rest = bytes.get(from..)?;
-    if !short {
-        return memchr::memchr2(b'\r', b'\n', rest).map(|offset| from + offset);
-    }
-    // Short lines (ids) are found faster by hand than by a vectorised search.
-    for (offset, &byte) in rest.iter().take(SHORT).enumerate() {
-        if byte == b'\n' || byte == b'\r' {
-            return Some(from + offset);
-        }
-    }
-    let long = rest.get(SHORT..)?;
-    memchr::memchr2(b'\r', b'\n', long).map(|offset| from + SHORT + offset)
-}
-
 /// One id value.
-#[derive(Debug, Clone)]
-struct Slot {
+#[derive(Debug, Clone, Default)]
+struct Id {
     value: Vec<u8>,
     /// Longer than `max_id`: not kept.
     long: bool,
 }
 
-impl Slot {
-    const fn new() -> Self {
-        Self {
-            value: Vec::new(),
-            long: false,
+impl Id {
+    fn set(&mut self, value: &[u8], max: usize) {
+        self.value.clear();
+        self.long = value.len() > max;
+        if !self.long {
+            self.value.extend_from_slice(value);
         }
+    }
+
+    fn push(&mut self, value: &[u8], max: usize) {
+        if self.value.len().saturating_add(value.len()) > max {
+            self.long = true;
+            self.value.clear();
+        } else if !self.long {
+            self.value.extend_from_slice(value);
+        }
+    }
+}
+
+/// The first line ending (CR or LF) in `line`, and whether a NUL comes before it: 8 bytes at a
+/// time (SWAR, no `unsafe`) over the first 32 bytes, where an `id` line usually ends (faster
+/// than a vectorised search for so few bytes), then with `memchr`.
+fn short_line_end(line: &[u8]) -> Option<(usize, bool)> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    const SHORT: usize = 32;
+    /// The high bit of each zero byte of `x` (and maybe of bytes above the first zero byte:
+    /// the lowest one set is always exact).
+    const fn zeros(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    let mut at = 0;
+    for chunk in line.chunks_exact(8).take(SHORT / 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(word);
+        let hits = zeros(word ^ LF) | zeros(word ^ CR) | zeros(word);
+        if hits != 0 {
+            let first = at + (hits.trailing_zeros() / 8) as usize;
+            return match line.get(first) {
+                Some(0) => long_line_end(line, first),
+                _ => Some((first, false)),
+            };
+        }
+        at += 8;
+    }
+    long_line_end(line, at)
+}
+
+/// The first line ending in `line` from `from` (no line ending before it), and whether a NUL
+/// comes before it.
+fn long_line_end(line: &[u8], from: usize) -> Option<(usize, bool)> {
+    let rest = line.get(from..)?;
+    let end = from + memchr::memchr2(b'\r', b'\n', rest)?;
+    let nul = line.get(from..end).is_some_and(|bytes| bytes.contains(&0));
+    Some((end, nul))
+}
+
+/// The value of a whole `retry` field: ASCII digits only, at least one (saturating).
+fn retry_value(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0_u64, |n, &byte| {
+        byte.is_ascii_digit()
+            .then(|| n.saturating_mul(10).saturating_add(u64::from(byte - b'0')))
+    })
+}
+
+/// A field's value: after the colon, one leading space dropped.
+fn value_of(rest: &[u8]) -> &[u8] {
+    match rest {
+        [b':', b' ', value @ ..] | [b':', value @ ..] => value,
+        _ => &[],
     }
 }
 
@@ -119,21 +174,17 @@ pub(crate) struct Tracker {
     bom: Option<u8>,
     /// A leading BOM is removed (a spliced body), rather than handed on.
     strip_bom: bool,
-    /// Three id values: the client's last event id, the id buffer, and the `id` line being read
-    /// are each one of them (the first two often the same); an id is copied once, from its frame
-    /// into its slot, and moves by index.
-    slots: [Slot; 3],
-    /// The slot of the `id` line being read.
-    reading: usize,
-    /// The slot of the id buffer: `None` until an `id` field set it.
-    buffer: Option<usize>,
-    /// The slot of the client's last event id (the buffer at the last dispatch).
-    last: Option<usize>,
-    /// The `id` line being read holds a NUL (it is ignored).
+    /// The client's last event id (meaningful when `last_set`).
+    last: Id,
+    /// An `id` field has taken effect (a blank line followed it).
+    last_set: bool,
+    /// The id buffer, when it differs from `last` (`pending`): an `id` field since the last
+    /// blank line. At a blank line the two swap, so an id is copied once, from its frame.
+    buffer: Id,
+    pending: bool,
+    /// The `id` value being read across frames (`Line::Id`), and whether it holds a NUL.
+    reading: Id,
     nul: bool,
-    /// The value of the `retry` line being read (`None`: not only digits).
-    retry_value: Option<u64>,
-    retry_digits: bool,
     /// The last valid `retry` value, in milliseconds.
     retry: Option<u64>,
     max_id: usize,
@@ -142,20 +193,19 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// Creates a new [`Tracker`] at the start of a stream; ids longer than `max_id` bytes are not
     /// kept (the stream cannot be resumed after one).
-    pub(crate) const fn new(max_id: usize) -> Self {
+    pub(crate) fn new(max_id: usize) -> Self {
         Self {
             line: Line::Start,
             open: false,
             data: false,
             bom: Some(0),
             strip_bom: false,
-            slots: [Slot::new(), Slot::new(), Slot::new()],
-            reading: 0,
-            buffer: None,
-            last: None,
+            last: Id::default(),
+            last_set: false,
+            buffer: Id::default(),
+            pending: false,
+            reading: Id::default(),
             nul: false,
-            retry_value: None,
-            retry_digits: false,
             retry: None,
             max_id,
         }
@@ -164,11 +214,13 @@ impl Tracker {
     /// The client's last event id: `None` when no `id` field has taken effect, `Some(Err(()))`
     /// when the last one was too long to keep.
     pub(crate) fn last_id(&self) -> Option<Result<&[u8], ()>> {
-        let slot = self.slots.get(self.last?)?;
-        Some(if slot.long {
+        if !self.last_set {
+            return None;
+        }
+        Some(if self.last.long {
             Err(())
         } else {
-            Ok(slot.value.as_slice())
+            Ok(self.last.value.as_slice())
         })
     }
 
@@ -190,7 +242,7 @@ impl Tracker {
         self.data = false;
         self.bom = Some(0);
         self.strip_bom = true;
-        self.buffer = self.last;
+        self.pending = false;
     }
 
     /// At a body's end: the bytes of a removed BOM's prefix still held, to be handed on.
@@ -204,7 +256,7 @@ impl Tracker {
     /// Advances over one data frame.
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Feed {
         let mut feed = Feed::default();
-        let mut start = 0;
+        let mut i = 0;
         if let Some(held) = self.bom {
             match match_bom(held, chunk) {
                 BomMatch::Whole { taken } => {
@@ -213,7 +265,7 @@ impl Tracker {
                     if self.strip_bom {
                         feed.skip = taken;
                     }
-                    start = taken;
+                    i = taken;
                 }
                 BomMatch::Prefix { matched } => {
                     // Still a BOM prefix (or an empty frame): hold or hand on, and wait.
@@ -224,7 +276,8 @@ impl Tracker {
                     return feed;
                 }
                 BomMatch::Not { matched, taken } => {
-                    // Not a BOM: the bytes matched so far are text of the first line.
+                    // Not a BOM: the bytes matched so far are text of the first line (a field
+                    // whose name starts with them: none the tracker reads).
                     self.bom = None;
                     if self.strip_bom {
                         feed.release = held;
@@ -233,18 +286,15 @@ impl Tracker {
                         self.open = true;
                         self.line = Line::Skip;
                     }
-                    start = taken;
+                    i = taken;
                 }
             }
         }
-        self.scan(chunk, start, &mut feed);
-        feed
-    }
-
-    fn scan(&mut self, bytes: &[u8], mut i: usize, feed: &mut Feed) {
-        while let Some(&byte) = bytes.get(i) {
-            match self.line {
-                Line::Cr => {
+        match self.line {
+            Line::Start => {}
+            Line::Cr => match chunk.get(i) {
+                None => return feed,
+                Some(&byte) => {
                     if byte == b'\n' {
                         i += 1;
                         if !self.open {
@@ -253,251 +303,244 @@ impl Tracker {
                     }
                     self.line = Line::Start;
                 }
-                Line::Start => {
-                    let after = self.whole_lines(bytes, i, feed);
-                    if after != i {
-                        i = after;
+            },
+            _ => {
+                // The rest of a line cut by the frame boundary.
+                let rest = chunk.get(i..).unwrap_or_default();
+                let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
+                    self.partial(rest);
+                    return feed;
+                };
+                self.partial(rest.get(..end).unwrap_or_default());
+                self.end_partial();
+                self.line = Line::Start;
+                i = self.line_ending(chunk, i + end, &mut feed);
+            }
+        }
+        self.lines(chunk, i, &mut feed);
+        feed
+    }
+
+    /// The fast path: from the line start `i`, whole lines to the frame's end, then the start of
+    /// a cut line, if any, into the state machine. `id` lines are read with one short search
+    /// that also finds a NUL; `data` lines and comments are skipped with one `memchr` each.
+    fn lines(&mut self, bytes: &[u8], mut i: usize, feed: &mut Feed) {
+        while let Some(rest) = bytes.get(i..) {
+            let end = match rest.first() {
+                None => return,
+                Some(b'\n' | b'\r') => {
+                    self.dispatch(feed);
+                    0
+                }
+                Some(b'i') => match short_line_end(rest) {
+                    Some((end, nul)) => {
+                        if let Some(line) = rest.get(..end) {
+                            self.i_line(line, nul);
+                        }
+                        i = self.line_ending(bytes, i + end, feed);
                         continue;
                     }
-                    i += 1;
-                    match byte {
-                        b'\n' | b'\r' => {
-                            self.dispatch(feed);
-                            feed.boundary = Some(i);
-                            if byte == b'\r' {
-                                self.line = Line::Cr;
-                            }
-                        }
-                        b':' => self.line = Line::Skip,
-                        b'i' if bytes.get(i..i + 2) == Some(b"d:") => {
-                            // `id:` in one comparison.
-                            self.open = true;
-                            i += 2;
-                            self.begin_value(Field::Id);
-                        }
-                        b'd' if bytes.get(i..i + 4) == Some(b"ata:") => {
-                            // The common case in one comparison: a `data:` line.
-                            self.open = true;
-                            self.data = true;
-                            self.line = Line::Skip;
-                            i += 4;
-                        }
-                        _ => {
-                            self.open = true;
-                            self.line = match byte {
-                                b'd' => Line::Name(Field::Data, 1),
-                                b'i' => Line::Name(Field::Id, 1),
-                                b'r' => Line::Name(Field::Retry, 1),
-                                _ => Line::Skip,
-                            };
-                        }
-                    }
-                }
-                Line::Name(field, matched) => {
-                    let name = field.name();
-                    if usize::from(matched) == name.len() {
-                        match byte {
-                            b':' => {
-                                i += 1;
-                                self.begin_value(field);
-                            }
-                            b'\r' | b'\n' => {
-                                // A field with an empty value.
-                                self.begin_value(field);
-                                self.end_value(field);
-                                i = self.end_line(bytes, i, feed);
-                            }
-                            _ => self.line = Line::Skip,
-                        }
-                    } else if name.get(usize::from(matched)) == Some(&byte) {
-                        i += 1;
-                        self.line = Line::Name(field, matched + 1);
-                    } else {
-                        self.line = Line::Skip;
-                    }
-                }
-                Line::Value(field, space) => {
-                    let mut from = i;
-                    if space {
-                        if byte == b' ' {
-                            from += 1;
-                        }
-                        self.line = Line::Value(field, false);
-                    }
-                    let rest = bytes.get(from..).unwrap_or_default();
-                    let end = memchr::memchr2(b'\r', b'\n', rest).map(|offset| from + offset);
-                    let value = bytes
-                        .get(from..end.unwrap_or(bytes.len()))
-                        .unwrap_or_default();
-                    self.value(field, value);
-                    match end {
-                        Some(end) => {
-                            self.end_value(field);
-                            i = self.end_line(bytes, end, feed);
-                        }
-                        None => i = bytes.len(),
-                    }
-                }
-                Line::Skip => {
-                    let rest = bytes.get(i..).unwrap_or_default();
-                    match memchr::memchr2(b'\r', b'\n', rest) {
-                        Some(offset) => i = self.end_line(bytes, i + offset, feed),
-                        None => i = bytes.len(),
-                    }
-                }
+                    None => return self.start_partial(rest),
+                },
+                Some(_) => match memchr::memchr2(b'\r', b'\n', rest) {
+                    Some(end) => end,
+                    None => return self.start_partial(rest),
+                },
+            };
+            if let Some(line @ [_, ..]) = rest.get(..end) {
+                self.whole_line(line);
             }
+            i = self.line_ending(bytes, i + end, feed);
         }
     }
 
-    /// The common lines, each whole in `bytes` from the line start `i` (`data:`, `id:`, comments
-    /// and blank lines), in one tight loop. Returns where the state machine goes on: at a line
-    /// start (with `self.line` still `Start`), or after a CR that ends `bytes` (`Cr`).
-    fn whole_lines(&mut self, bytes: &[u8], mut i: usize, feed: &mut Feed) -> usize {
-        loop {
-            let Some(&first) = bytes.get(i) else {
-                return i;
-            };
-            let (from, id) = match first {
-                b'\n' | b'\r' => {
-                    self.dispatch(feed);
-                    (i, false)
-                }
-                b':' => (i + 1, false),
-                b'd' if bytes.get(i + 1..i + 5) == Some(b"ata:") => (i + 5, false),
-                b'i' if bytes.get(i + 1..i + 3) == Some(b"d:") => (i + 3, true),
-                _ => return i,
-            };
-            let Some(end) = line_end(bytes, from, id) else {
-                // An incomplete line: the state machine reads it from its start.
-                return i;
-            };
-            match first {
-                b'd' => {
-                    self.open = true;
-                    self.data = true;
-                }
-                b'i' if id => {
-                    self.open = true;
-                    let value = bytes.get(from..end).unwrap_or_default();
-                    let value = value.strip_prefix(b" ").unwrap_or(value);
-                    self.begin_value(Field::Id);
-                    self.value(Field::Id, value);
-                    self.end_value(Field::Id);
-                }
-                _ => {}
-            }
-            i = end + 1;
-            if bytes.get(end) == Some(&b'\r') {
-                match bytes.get(i) {
-                    Some(b'\n') => i += 1,
-                    Some(_) => {}
-                    None => {
-                        self.line = Line::Cr;
-                        if !self.open {
-                            feed.boundary = Some(i);
-                        }
-                        return i;
-                    }
-                }
-            }
-            self.line = Line::Start;
-            if !self.open {
-                feed.boundary = Some(i);
-            }
-        }
-    }
-
-    /// Ends the line whose ending byte is at `at`; returns the offset after it.
-    fn end_line(&mut self, bytes: &[u8], at: usize, feed: &mut Feed) -> usize {
-        self.line = if bytes.get(at) == Some(&b'\r') {
-            Line::Cr
-        } else {
-            Line::Start
-        };
-        if !self.open {
-            feed.boundary = Some(at + 1);
-        }
-        at + 1
-    }
-
-    fn begin_value(&mut self, field: Field) {
-        match field {
-            Field::Data => {
+    /// A whole, non-empty line (without its ending).
+    fn whole_line(&mut self, line: &[u8]) {
+        match line {
+            [b':', ..] => {}
+            [b'd', b'a', b't', b'a', tail @ ..] if matches!(tail.first(), None | Some(b':')) => {
+                self.open = true;
                 self.data = true;
-                self.line = Line::Skip;
-                return;
             }
-            Field::Id => {
-                // A slot that is neither the last id nor the buffer.
-                self.reading = (0..3)
-                    .find(|&i| Some(i) != self.last && Some(i) != self.buffer)
-                    .unwrap_or(0);
-                if let Some(slot) = self.slots.get_mut(self.reading) {
-                    slot.value.clear();
-                    slot.long = false;
-                }
-                self.nul = false;
-            }
-            Field::Retry => {
-                self.retry_value = Some(0);
-                self.retry_digits = false;
-            }
-        }
-        self.line = Line::Value(field, true);
-    }
-
-    fn value(&mut self, field: Field, value: &[u8]) {
-        match field {
-            Field::Data => {}
-            Field::Id => {
-                if value.contains(&0) {
-                    self.nul = true;
-                }
-                if let Some(slot) = self.slots.get_mut(self.reading) {
-                    if slot.value.len().saturating_add(value.len()) > self.max_id {
-                        slot.long = true;
-                    } else {
-                        slot.value.extend_from_slice(value);
-                    }
-                }
-            }
-            Field::Retry => {
-                for &byte in value {
-                    self.retry_value = match (self.retry_value, byte) {
-                        (Some(n), b'0'..=b'9') => {
-                            self.retry_digits = true;
-                            Some(n.saturating_mul(10).saturating_add(u64::from(byte - b'0')))
-                        }
-                        _ => None,
-                    };
-                }
-            }
-        }
-    }
-
-    fn end_value(&mut self, field: Field) {
-        match field {
-            Field::Data => self.data = true,
-            Field::Id => {
-                if !self.nul {
-                    self.buffer = Some(self.reading);
-                }
-            }
-            Field::Retry => {
-                if let (Some(value), true) = (self.retry_value, self.retry_digits) {
+            [b'i', ..] => self.i_line(line, line.contains(&0)),
+            [b'r', b'e', b't', b'r', b'y', tail @ ..]
+                if matches!(tail.first(), None | Some(b':')) =>
+            {
+                self.open = true;
+                if let Some(value) = retry_value(value_of(tail)) {
                     self.retry = Some(value);
                 }
             }
+            _ => self.open = true,
         }
     }
 
+    /// A whole line that starts with `i` (`nul`: it holds a NUL): an `id` field, or another.
+    fn i_line(&mut self, line: &[u8], nul: bool) {
+        self.open = true;
+        if let [b'i', b'd', tail @ ..] = line
+            && matches!(tail.first(), None | Some(b':'))
+            && !nul
+        {
+            self.buffer.set(value_of(tail), self.max_id);
+            self.pending = true;
+        }
+    }
+
+    /// A blank line: the id buffer becomes the last event id; an event is dispatched if it has
+    /// data.
     fn dispatch(&mut self, feed: &mut Feed) {
-        self.last = self.buffer;
+        if self.pending {
+            mem::swap(&mut self.last, &mut self.buffer);
+            self.pending = false;
+            self.last_set = true;
+        }
         if self.data {
             feed.events = feed.events.saturating_add(1);
         }
         self.open = false;
         self.data = false;
+    }
+
+    /// The line ending whose first byte is at `at`: returns the offset after it (after the LF
+    /// of a CRLF; a CR that ends the frame leaves `Line::Cr`), and notes an event boundary.
+    fn line_ending(&mut self, bytes: &[u8], at: usize, feed: &mut Feed) -> usize {
+        let mut i = at + 1;
+        if bytes.get(at) == Some(&b'\r') {
+            match bytes.get(i) {
+                Some(b'\n') => i += 1,
+                Some(_) => {}
+                None => self.line = Line::Cr,
+            }
+        }
+        if !self.open {
+            feed.boundary = Some(i);
+        }
+        i
+    }
+
+    /// The start of a line that the frame cuts (`part` is not empty and has no line ending).
+    fn start_partial(&mut self, part: &[u8]) {
+        if part.first() == Some(&b':') {
+            self.line = Line::Skip;
+            return;
+        }
+        self.open = true;
+        self.line = Line::Name {
+            bytes: [0; NAME],
+            len: 0,
+        };
+        self.partial(part);
+    }
+
+    /// More bytes (no line ending) of a line cut by a frame boundary.
+    fn partial(&mut self, mut part: &[u8]) {
+        loop {
+            match &mut self.line {
+                Line::Name { bytes, len } => {
+                    let room = NAME - usize::from(*len);
+                    let colon = part.iter().take(room + 1).position(|&b| b == b':');
+                    let name = part.get(..colon.unwrap_or(part.len())).unwrap_or_default();
+                    let Some(slot) =
+                        bytes.get_mut(usize::from(*len)..usize::from(*len) + name.len())
+                    else {
+                        // Longer than any name the tracker reads.
+                        self.line = Line::Skip;
+                        return;
+                    };
+                    slot.copy_from_slice(name);
+                    *len += u8::try_from(name.len()).unwrap_or(u8::MAX);
+                    let Some(colon) = colon else {
+                        return;
+                    };
+                    let field = *bytes;
+                    let field = field.get(..usize::from(*len)).unwrap_or_default();
+                    self.begin_value(field);
+                    part = part.get(colon + 1..).unwrap_or_default();
+                }
+                Line::Id { space } => {
+                    let Some(&first) = part.first() else {
+                        return;
+                    };
+                    if mem::take(space) && first == b' ' {
+                        part = part.get(1..).unwrap_or_default();
+                    }
+                    self.nul |= part.contains(&0);
+                    self.reading.push(part, self.max_id);
+                    return;
+                }
+                Line::Retry {
+                    space,
+                    value,
+                    digits,
+                } => {
+                    let Some(&first) = part.first() else {
+                        return;
+                    };
+                    if mem::take(space) && first == b' ' {
+                        part = part.get(1..).unwrap_or_default();
+                    }
+                    for &byte in part {
+                        *value = value.filter(|_| byte.is_ascii_digit()).map(|n| {
+                            n.saturating_mul(10)
+                                .saturating_add(u64::from(byte.wrapping_sub(b'0')))
+                        });
+                        *digits = true;
+                    }
+                    return;
+                }
+                Line::Start | Line::Cr | Line::Skip => return,
+            }
+        }
+    }
+
+    /// The value of the field `name` starts (cut by a frame boundary).
+    fn begin_value(&mut self, name: &[u8]) {
+        self.line = match name {
+            b"data" => {
+                self.data = true;
+                Line::Skip
+            }
+            b"id" => {
+                self.reading.value.clear();
+                self.reading.long = false;
+                self.nul = false;
+                Line::Id { space: true }
+            }
+            b"retry" => Line::Retry {
+                space: true,
+                value: Some(0),
+                digits: false,
+            },
+            _ => Line::Skip,
+        };
+    }
+
+    /// The line ending of a line cut by a frame boundary has arrived.
+    fn end_partial(&mut self) {
+        match self.line {
+            Line::Name { bytes, len } => match bytes.get(..usize::from(len)) {
+                // A field with no colon: an empty value.
+                Some(b"data") => self.data = true,
+                Some(b"id") => {
+                    self.buffer.set(&[], self.max_id);
+                    self.pending = true;
+                }
+                _ => {}
+            },
+            Line::Id { .. } => {
+                if !self.nul {
+                    mem::swap(&mut self.buffer, &mut self.reading);
+                    self.pending = true;
+                }
+            }
+            Line::Retry {
+                value: Some(value),
+                digits: true,
+                ..
+            } => self.retry = Some(value),
+            Line::Retry { .. } | Line::Start | Line::Cr | Line::Skip => {}
+        }
     }
 }
 
@@ -641,6 +684,209 @@ mod tests {
                     prop_assert_eq!(id, tracked);
                 }
             }
+        }
+    }
+
+    /// The reference the tracker is checked against: the same answers, computed one byte at a
+    /// time with the whole line in hand (no fast path, no cut lines, no id slots).
+    struct Naive {
+        max_id: usize,
+        /// The current line's bytes (complete lines are handled at their ending).
+        line: Vec<u8>,
+        after_cr: bool,
+        open: bool,
+        data: bool,
+        /// `Some(bytes)`: at a body's start, `bytes` being a BOM prefix.
+        bom: Option<Vec<u8>>,
+        strip: bool,
+        buffer: Option<Vec<u8>>,
+        last: Option<Vec<u8>>,
+        retry: Option<u64>,
+    }
+
+    impl Naive {
+        fn new(max_id: usize) -> Self {
+            Self {
+                max_id,
+                line: Vec::new(),
+                after_cr: false,
+                open: false,
+                data: false,
+                bom: Some(Vec::new()),
+                strip: false,
+                buffer: None,
+                last: None,
+                retry: None,
+            }
+        }
+
+        fn feed(&mut self, chunk: &[u8]) -> Feed {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let mut feed = Feed::default();
+            for (at, &byte) in chunk.iter().enumerate() {
+                if let Some(held) = &mut self.bom {
+                    if held.len() < 3 && BOM[held.len()] == byte {
+                        held.push(byte);
+                        if self.strip {
+                            feed.skip = at + 1;
+                        }
+                        if held.len() == 3 {
+                            self.bom = None;
+                        }
+                        continue;
+                    }
+                    // Not a BOM: bytes held from earlier frames are released, and every byte
+                    // matched so far is text.
+                    let held = self.bom.take().unwrap_or_default();
+                    if self.strip {
+                        feed.release = u8::try_from(held.len() - at).unwrap();
+                        feed.skip = 0;
+                    }
+                    self.line.extend_from_slice(&held);
+                }
+                self.byte(byte, at, &mut feed);
+            }
+            feed
+        }
+
+        fn byte(&mut self, byte: u8, at: usize, feed: &mut Feed) {
+            let after_cr = std::mem::take(&mut self.after_cr);
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => {
+                    let line = std::mem::take(&mut self.line);
+                    self.complete(&line, feed);
+                    self.after_cr = byte == b'\r';
+                }
+                _ => {
+                    self.line.push(byte);
+                    return;
+                }
+            }
+            if !self.open {
+                feed.boundary = Some(at + 1);
+            }
+        }
+
+        fn complete(&mut self, line: &[u8], feed: &mut Feed) {
+            if line.is_empty() {
+                self.last.clone_from(&self.buffer);
+                if self.data {
+                    feed.events += 1;
+                }
+                self.open = false;
+                self.data = false;
+                return;
+            }
+            if line[0] == b':' {
+                return;
+            }
+            self.open = true;
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            match name {
+                b"data" => self.data = true,
+                b"id" if !value.contains(&0) => self.buffer = Some(value.to_vec()),
+                b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                    self.retry = Some(value.iter().fold(0_u64, |n, &b| {
+                        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+                    }));
+                }
+                _ => {}
+            }
+        }
+
+        fn at_boundary(&self) -> bool {
+            !self.open && self.line.is_empty() && self.bom.as_ref().is_none_or(Vec::is_empty)
+        }
+
+        fn last_id(&self) -> Option<Result<&[u8], ()>> {
+            let last = self.last.as_ref()?;
+            Some(if last.len() > self.max_id {
+                Err(())
+            } else {
+                Ok(last.as_slice())
+            })
+        }
+
+        fn splice(&mut self) {
+            self.line.clear();
+            self.after_cr = false;
+            self.open = false;
+            self.data = false;
+            self.bom = Some(Vec::new());
+            self.strip = true;
+            self.buffer.clone_from(&self.last);
+        }
+
+        fn finish(&mut self) -> u8 {
+            match self.bom.take() {
+                Some(held) if self.strip => u8::try_from(held.len()).unwrap(),
+                _ => 0,
+            }
+        }
+    }
+
+    /// Bytes that make up event streams, and any byte.
+    fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            4 => proptest::sample::select(vec![
+                &b"id"[..], b"id:", b"id: ", b"data", b"data:", b"data: ", b"retry", b"retry:",
+                b"retry: ", b"event: ", b":", b" ", b"\n", b"\r", b"\r\n", b"\n\n", b"\0", b"7",
+                b"42", b"99999999999999999999999", b"\xEF\xBB\xBF", b"\xEF", b"\xBB", b"d", b"i",
+                b"r", b"x",
+            ]).prop_map(<[u8]>::to_vec),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(token, 0..48).prop_map(|tokens| tokens.concat())
+    }
+
+    proptest! {
+        /// The SWAR line-end search finds what a byte-by-byte search finds.
+        #[test]
+        fn short_line_end_agrees_with_a_byte_loop(
+            line in proptest::collection::vec(
+                prop_oneof![Just(0_u8), Just(1), Just(b'\n'), Just(b'\r'), Just(0x80), any::<u8>()],
+                0..80,
+            ),
+        ) {
+            let end = line.iter().position(|&b| b == b'\n' || b == b'\r');
+            let want = end.map(|end| (end, line[..end].contains(&0)));
+            prop_assert_eq!(short_line_end(&line), want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// The tracker agrees with the naive reference on arbitrary bytes, arbitrary framings
+        /// and arbitrary splice points: every `Feed`, and at every frame boundary the last id,
+        /// the retry value and the boundary flag; and at the end, the held BOM bytes.
+        #[test]
+        fn agrees_with_a_naive_reference_on_any_bytes_and_framing(
+            bytes in stream_bytes(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            splices in proptest::collection::vec(any::<bool>(), 13),
+            max_id in 0_usize..6,
+        ) {
+            let mut fast = Tracker::new(max_id);
+            let mut naive = Naive::new(max_id);
+            for (n, chunk) in split(&bytes, &cuts).iter().enumerate() {
+                if splices[n] {
+                    fast.splice();
+                    naive.splice();
+                }
+                prop_assert_eq!(fast.feed(chunk), naive.feed(chunk), "frame {}", n);
+                prop_assert_eq!(fast.at_boundary(), naive.at_boundary(), "frame {}", n);
+                prop_assert_eq!(fast.last_id(), naive.last_id(), "frame {}", n);
+                prop_assert_eq!(fast.retry(), naive.retry, "frame {}", n);
+            }
+            prop_assert_eq!(fast.finish(), naive.finish());
         }
     }
 }
