@@ -88,6 +88,15 @@ fn last_event_id<B>(request: &Request<B>) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
+/// The last event id of each event a client parses from `bytes`.
+fn ids_of(bytes: &[u8]) -> Vec<String> {
+    sse_parser::parse(bytes)
+        .events
+        .into_iter()
+        .map(|e| e.last_event_id)
+        .collect()
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -437,6 +446,107 @@ async fn the_upstreams_retry_value_sets_the_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_absurd_upstream_retry_value_is_clamped_to_max_retry() {
+    for (layer, wait) in [
+        (ResumeLayer::new(), Duration::from_secs(30)),
+        (
+            ResumeLayer::new().max_retry(Duration::from_secs(5)),
+            Duration::from_secs(5),
+        ),
+        (ResumeLayer::new().max_retry(Duration::ZERO), Duration::ZERO),
+    ] {
+        let (upstream, seen) = answers(vec![
+            scripted(vec![data(b"retry: 999999999\nid: 1\ndata: a\n\n"), reset()]),
+            scripted(vec![data(b"id: 2\ndata: b\n\n")]),
+        ]);
+        let started = tokio::time::Instant::now();
+        let response = layer
+            .jitter(0.0)
+            .layer(upstream)
+            .oneshot(get())
+            .await
+            .unwrap();
+        let (bytes, error) = read_all(response.into_body()).await;
+        assert_eq!(error, None);
+        assert_eq!(ids_of(&bytes), ["1", "2"]);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        assert_eq!(started.elapsed(), wait);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layers_own_retry_is_not_clamped_by_max_retry() {
+    let (upstream, _) = answers(vec![
+        scripted(vec![data(b"id: 1\ndata: a\n\n"), reset()]),
+        scripted(vec![data(b"id: 2\ndata: b\n\n")]),
+    ]);
+    let layer = ResumeLayer::new()
+        .retry(Duration::from_secs(60))
+        .max_retry(Duration::from_secs(1))
+        .jitter(0.0);
+    let started = tokio::time::Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    let (bytes, _) = read_all(response.into_body()).await;
+    assert_eq!(ids_of(&bytes), ["1", "2"]);
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempts_retry_line_uses_the_clamped_wait() {
+    let unavailable = || {
+        let mut response = scripted(Vec::new());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    };
+    let (upstream, _) = answers(vec![
+        scripted(vec![data(b"retry: 86400000\nid: 1\ndata: a\n\n"), reset()]),
+        unavailable(),
+    ]);
+    let layer = ResumeLayer::new()
+        .max_retry(Duration::from_secs(2))
+        .resume_attempts(1)
+        .jitter(0.0);
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    let (bytes, error) = read_all(response.into_body()).await;
+    assert_eq!(error, None);
+    assert!(bytes.ends_with(b"\n\nretry: 2000\n"), "{bytes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumes_stop_after_max_resumes_and_the_stream_ends_as_without_the_layer() {
+    for max in [0_u32, 1, 3] {
+        // Every response gives one event, then fails.
+        let responses = (1..=5)
+            .map(|id| {
+                scripted(vec![
+                    data(format!("id: {id}\ndata: e\n\n").as_bytes()),
+                    reset(),
+                ])
+            })
+            .collect();
+        let (upstream, seen) = answers(responses);
+        let layer = ResumeLayer::new()
+            .max_resumes(max)
+            .retry(Duration::from_millis(10));
+        let metrics = layer.metrics_handle();
+        let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+        let (bytes, error) = read_all(response.into_body()).await;
+        let n = usize::try_from(max).unwrap() + 1;
+        // The last upstream's failure reaches the client, as it would without resume.
+        assert!(error.is_some(), "max {max}");
+        let want: Vec<String> = (1..=n).map(|id| id.to_string()).collect();
+        assert_eq!(ids_of(&bytes), want, "max {max}");
+        assert_eq!(seen.lock().unwrap().len(), n);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.resumed, u64::from(max));
+        assert_eq!(snapshot.interrupted, u64::from(max) + 1);
+        assert_eq!(snapshot.gave_up(GiveUpReason::MaxResumes), 1);
+        assert_eq!(snapshot.gave_up_total(), 1);
+        assert_eq!(snapshot.ended_streams(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_clean_end_is_resumed_only_with_resume_on_end() {
     let twice = || {
         answers(vec![
@@ -496,6 +606,8 @@ async fn an_event_past_max_event_gives_up_resume_and_passes_through() {
     assert!(error.is_some());
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(metrics.snapshot().gave_up(GiveUpReason::TooLarge), 1);
+    // The stream went on without resume: no close reason of the layer.
+    assert_eq!(metrics.snapshot().ended_streams(), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -119,6 +119,7 @@ where
                         client_cr: false,
                         head,
                         failures: 0,
+                        resumes: 0,
                         wait: Duration::ZERO,
                         last_id: LastId::Original,
                     },
@@ -191,6 +192,8 @@ struct State<S> {
     head: bool,
     /// Requests that failed in this interruption.
     failures: u32,
+    /// Upstream responses spliced in so far.
+    resumes: u32,
     /// The wait before each request of this interruption, before jitter.
     wait: Duration,
     last_id: LastId,
@@ -273,6 +276,11 @@ impl<S> State<S> {
             self.end(error);
             return;
         };
+        if self.resumes >= self.config.max_resumes {
+            self.give_up(GiveUpReason::MaxResumes);
+            self.end(error);
+            return;
+        }
         if let Some(error) = &error {
             tracing::debug!(target: "tower_sse::resume", %error, "upstream event stream failed");
         }
@@ -280,10 +288,10 @@ impl<S> State<S> {
         self.held.clear();
         self.tracker.splice();
         self.failures = 0;
-        self.wait = self
-            .tracker
-            .retry()
-            .map_or(self.config.retry, Duration::from_millis);
+        // The upstream's `retry:` wins, up to `max_retry` (the layer's own is not clamped).
+        self.wait = self.tracker.retry().map_or(self.config.retry, |millis| {
+            Duration::from_millis(millis).min(self.config.max_retry)
+        });
         self.schedule();
     }
 
@@ -343,6 +351,7 @@ impl<S> State<S> {
             "upstream event stream resumed"
         );
         self.failures = 0;
+        self.resumes = self.resumes.saturating_add(1);
         self.phase = Phase::Streaming;
     }
 
@@ -354,6 +363,7 @@ impl<S> State<S> {
             wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
             attempt = self.failures,
             outcome = reason.as_str(),
+            ends_stream = reason.ends_stream(),
             "upstream event stream not resumed"
         );
     }

@@ -15,6 +15,10 @@ pub(crate) const DEFAULT_ATTEMPTS: u32 = 3;
 pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
 /// Default spread of the waits: ±50 %.
 pub(crate) const DEFAULT_JITTER: f64 = 0.5;
+/// Default bound on an upstream's `retry:` value used as the wait.
+pub(crate) const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(30);
+/// Default bound on the resumes of one client stream.
+pub(crate) const DEFAULT_MAX_RESUMES: u32 = 100;
 
 /// The configuration a layer hands to each of its services and streams.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +27,9 @@ pub(crate) struct Config {
     pub(crate) max_event: usize,
     pub(crate) attempts: u32,
     pub(crate) retry: Duration,
+    pub(crate) max_retry: Duration,
     pub(crate) jitter: f64,
+    pub(crate) max_resumes: u32,
 }
 
 impl Default for Config {
@@ -33,7 +39,9 @@ impl Default for Config {
             max_event: DEFAULT_MAX_EVENT,
             attempts: DEFAULT_ATTEMPTS,
             retry: DEFAULT_RETRY,
+            max_retry: DEFAULT_MAX_RETRY,
             jitter: DEFAULT_JITTER,
+            max_resumes: DEFAULT_MAX_RESUMES,
         }
     }
 }
@@ -59,7 +67,9 @@ impl Default for Config {
 /// | [`max_event`](Self::max_event) | 1 MiB |
 /// | [`resume_attempts`](Self::resume_attempts) | 3 |
 /// | [`retry`](Self::retry) | 3 s (the upstream's `retry:` wins) |
+/// | [`max_retry`](Self::max_retry) | 30 s (bound on the upstream's `retry:`) |
 /// | [`jitter`](Self::jitter) | ±50 % |
+/// | [`max_resumes`](Self::max_resumes) | 100 per client stream |
 ///
 /// See the [module docs](crate::resume) for an example.
 #[derive(Debug, Clone, Default)]
@@ -138,7 +148,7 @@ impl ResumeLayer {
     }
 
     /// How long to wait before asking again when the upstream has sent no valid `retry:` field
-    /// (its last one wins, as in a browser).
+    /// (its last one wins, as in a browser, up to [`max_retry`](Self::max_retry)).
     ///
     /// Default: 3 s, what browsers use. Zero asks again at once (with no jitter to spread).
     ///
@@ -151,6 +161,49 @@ impl ResumeLayer {
     /// ```
     pub const fn retry(mut self, wait: Duration) -> Self {
         self.config.retry = wait;
+        self
+    }
+
+    /// The longest wait taken from the upstream's `retry:` field: a larger value is clamped to
+    /// `wait` (before jitter), so that an upstream sending `retry: 999999999` does not park its
+    /// clients for days. It also bounds the `retry:` line written when resume is given up after
+    /// [`resume_attempts`](Self::resume_attempts). The layer's own [`retry`](Self::retry) is
+    /// not clamped: it is the operator's choice.
+    ///
+    /// Default: 30 s. Zero asks again at once whatever the upstream says.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::ResumeLayer;
+    ///
+    /// let layer = ResumeLayer::new().max_retry(Duration::from_secs(10));
+    /// # let _ = layer;
+    /// ```
+    pub const fn max_retry(mut self, wait: Duration) -> Self {
+        self.config.max_retry = wait;
+        self
+    }
+
+    /// The most resumes (new upstream responses spliced in) over one client stream's lifetime.
+    /// The interruption after the last one ends the client's stream as it would end without the
+    /// layer, counted as [`GiveUpReason::MaxResumes`].
+    ///
+    /// It bounds what one client stream can cost an upstream that keeps failing after it
+    /// answers (each splice starts [`resume_attempts`](Self::resume_attempts) again): the
+    /// client then reconnects, through authentication and routing, as it would without resume.
+    ///
+    /// Default: 100. Zero resumes nothing (every interruption ends the client's stream).
+    ///
+    /// [`GiveUpReason::MaxResumes`]: crate::resume::GiveUpReason::MaxResumes
+    ///
+    /// ```
+    /// use tower_sse::ResumeLayer;
+    ///
+    /// let layer = ResumeLayer::new().max_resumes(20);
+    /// # let _ = layer;
+    /// ```
+    pub const fn max_resumes(mut self, resumes: u32) -> Self {
+        self.config.max_resumes = resumes;
         self
     }
 

@@ -19,11 +19,20 @@ pub enum GiveUpReason {
     Attempts,
     /// The upstream answered the new request with `204 No Content`: it said stop.
     NoContent,
+    /// The stream was interrupted again after [`max_resumes`](crate::ResumeLayer::max_resumes)
+    /// resumes: it ended as it would without the layer.
+    MaxResumes,
 }
 
 impl GiveUpReason {
     /// Every reason, in a stable order (for exporting counters).
-    pub const ALL: [Self; 4] = [Self::NoId, Self::TooLarge, Self::Attempts, Self::NoContent];
+    pub const ALL: [Self; 5] = [
+        Self::NoId,
+        Self::TooLarge,
+        Self::Attempts,
+        Self::NoContent,
+        Self::MaxResumes,
+    ];
 
     /// A short `snake_case` name, suitable as a metrics label.
     pub const fn as_str(self) -> &'static str {
@@ -32,7 +41,29 @@ impl GiveUpReason {
             Self::TooLarge => "too_large",
             Self::Attempts => "attempts",
             Self::NoContent => "no_content",
+            Self::MaxResumes => "max_resumes",
         }
+    }
+
+    /// Whether a give-up for this reason ends the client's stream (its close reason): every
+    /// reason but [`TooLarge`](Self::TooLarge), after which the stream goes on without resume.
+    ///
+    /// The stream then ends as it would without the layer: cleanly (after a `retry:` line for
+    /// [`Attempts`](Self::Attempts)), or with the upstream's error for [`NoId`](Self::NoId) and
+    /// [`MaxResumes`](Self::MaxResumes) when the upstream failed. An outer
+    /// [`SseLayer`](crate::SseLayer) counts that end as the upstream's
+    /// ([`CloseReason::UpstreamEnded`](crate::CloseReason::UpstreamEnded) or
+    /// [`UpstreamError`](crate::CloseReason::UpstreamError)); this reason, counted by
+    /// [`ResumeMetrics`] and logged, says why resume did not hide it.
+    ///
+    /// ```
+    /// use tower_sse::resume::GiveUpReason;
+    ///
+    /// assert!(GiveUpReason::Attempts.ends_stream());
+    /// assert!(!GiveUpReason::TooLarge.ends_stream());
+    /// ```
+    pub const fn ends_stream(self) -> bool {
+        !matches!(self, Self::TooLarge)
     }
 
     const fn index(self) -> usize {
@@ -159,6 +190,18 @@ impl ResumeSnapshot {
     pub fn gave_up_total(&self) -> u64 {
         self.gave_up.iter().sum()
     }
+
+    /// Client streams the layer ended after giving up resume: the give-ups whose reason
+    /// [ends the stream](GiveUpReason::ends_stream) (all but
+    /// [`TooLarge`](GiveUpReason::TooLarge)).
+    #[must_use]
+    pub fn ended_streams(&self) -> u64 {
+        GiveUpReason::ALL
+            .iter()
+            .filter(|reason| reason.ends_stream())
+            .map(|&reason| self.gave_up(reason))
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -186,5 +229,18 @@ mod tests {
         assert_eq!(snapshot.gave_up(GiveUpReason::NoContent), 1);
         assert_eq!(snapshot.gave_up_total(), 1);
         assert_eq!(snapshot.attempts, 1);
+    }
+
+    #[test]
+    fn every_give_up_but_too_large_ends_the_stream() {
+        let metrics = ResumeMetrics::new();
+        for reason in GiveUpReason::ALL {
+            metrics.gave_up(reason);
+            assert_eq!(reason.ends_stream(), reason != GiveUpReason::TooLarge);
+        }
+        metrics.gave_up(GiveUpReason::TooLarge);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.gave_up_total(), 6);
+        assert_eq!(snapshot.ended_streams(), 4);
     }
 }

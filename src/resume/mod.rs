@@ -18,10 +18,16 @@
 //! A stream in which events were handed to the client and no id has been seen is not resumed
 //! (asking again without an id would replay them): it ends as it would without the layer, and
 //! so does a stream whose last id is empty, too long to keep, or not a valid header value.
+//! So does a stream that has already been resumed
+//! [`max_resumes`](crate::ResumeLayer::max_resumes) times (100 by default): an upstream that
+//! keeps failing right after it answers cannot hold a client forever.
 //!
 //! # How
 //!
-//! The layer waits the upstream's last `retry:` value (or [`retry`](crate::ResumeLayer::retry)),
+//! The layer waits the upstream's last `retry:` value, at most
+//! [`max_retry`](crate::ResumeLayer::max_retry) (30 s by default: an upstream sending
+//! `retry: 999999999` does not park its clients for days), or
+//! [`retry`](crate::ResumeLayer::retry) when it sent none,
 //! [jittered](crate::ResumeLayer::jitter), then sends the same method, URI, version and headers
 //! with `Last-Event-ID` set to the last id the client was given (replacing the client's own; as
 //! in a browser, that is the id buffer at the last blank line, so events without an `id` field
@@ -69,6 +75,13 @@
 //! again, splices and give-ups by [`GiveUpReason`]. Each splice and each give-up is a `tracing`
 //! event (target `tower_sse::resume`) with the last event id, the wait, the attempt and the
 //! outcome; each failed attempt is a debug event.
+//!
+//! A given-up resume that ends the client's stream has its close reason there: the
+//! [`GiveUpReason`] ([`ends_stream`](GiveUpReason::ends_stream) is true for all but
+//! `TooLarge`), counted per reason and in [`ResumeSnapshot::ended_streams`], and logged as the
+//! give-up event's `outcome` with `ends_stream = true`. An outer [`SseLayer`](crate::SseLayer)
+//! sees an upstream that ended (or failed), and counts its own
+//! [`CloseReason`](crate::CloseReason) accordingly.
 //!
 //! # Example
 //!
