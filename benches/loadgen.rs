@@ -26,7 +26,11 @@
 //! - memory (first, before anything has been freed for the allocator to hand out again): S
 //!   idle streams per variant (`heartbeat(100 ms)` for `tower-sse`, `KeepAlive::interval(100
 //!   ms)` for axum, nothing for bare), `VmRSS` before/after opening them, every stream held open
-//!   to the end of the phase so that each measurement gets fresh pages; minus bare's;
+//!   to the end of the phase so that each measurement gets fresh pages; minus bare's. Bare's
+//!   streams never write a body byte, so they never get hyper's queue of body buffers (allocated
+//!   at a connection's first body write, about 260 B); `--only memory-primed`, in a process of
+//!   its own, has every variant's stream write one comment line first, which puts that queue in
+//!   every variant and leaves what each one adds by itself;
 //! - idle: 10,000 idle streams (2,000 with `--quick`), one variant at a time, their clients in a
 //!   child process (this binary re-executed with `--idle-child ADDR N`): the servers' CPU over a
 //!   window from the threads' schedstat (and `utime`+`stime`), per heartbeat received, per
@@ -216,6 +220,10 @@ enum LoadBody {
     Paced(Interval),
     /// Nothing, ever.
     Idle,
+    /// One comment line (`:\n`), then nothing: a stream that has written once, as every real
+    /// stream has (hyper's HTTP/1 connection allocates its queue of body buffers at the first
+    /// body write and keeps it).
+    Primed(bool),
 }
 
 impl Body for LoadBody {
@@ -235,7 +243,11 @@ impl Body for LoadBody {
                     now_ns()
                 ))))))
             }
-            Self::Idle => Poll::Pending,
+            Self::Idle | Self::Primed(true) => Poll::Pending,
+            Self::Primed(written) => {
+                *written = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n")))))
+            }
         }
     }
 }
@@ -257,6 +269,7 @@ async fn handle(request: Request<Incoming>) -> Result<Response<LoadBody>, Infall
         "/firehose" => LoadBody::Firehose(EVENT),
         "/batch" => LoadBody::Firehose(batch_frame()),
         "/paced" => LoadBody::Paced(paced_interval()),
+        "/idle-primed" => LoadBody::Primed(false),
         _ => LoadBody::Idle,
     };
     let mut response = Response::new(body);
@@ -294,6 +307,14 @@ fn axum_router(keep_alive: Duration) -> axum::Router {
             "/idle",
             get(move || async move {
                 Sse::new(stream::pending::<Result<Event, Infallible>>()).keep_alive(keep())
+            }),
+        )
+        .route(
+            "/idle-primed",
+            get(move || async move {
+                let first =
+                    stream::once(async { Ok::<_, Infallible>(Event::default().comment("")) });
+                Sse::new(first.chain(stream::pending())).keep_alive(keep())
             }),
         )
 }
@@ -493,12 +514,13 @@ async fn paced_client(addr: SocketAddr, from_ns: u64, stop: Arc<AtomicBool>) -> 
 /// Opens an idle stream (signalling `opened`), then counts heartbeat lines until aborted.
 async fn idle_client(
     addr: SocketAddr,
+    path: &'static str,
     permits: Arc<Semaphore>,
     opened: Arc<AtomicUsize>,
     heartbeats: Arc<AtomicU64>,
 ) {
     let permit = permits.acquire_owned().await;
-    let Ok((mut socket, first)) = open(addr, "/idle").await else {
+    let Ok((mut socket, first)) = open(addr, path).await else {
         return;
     };
     drop(permit);
@@ -597,9 +619,9 @@ struct IdleStreams {
     heartbeats: Arc<AtomicU64>,
 }
 
-/// Opens `n` idle streams on `server` (128 at a time) and waits until their heads arrived and
-/// their first heartbeats went by.
-async fn open_idle(addr: SocketAddr, n: usize) -> IdleStreams {
+/// Opens `n` idle streams of `path` (`/idle` or `/idle-primed`) on `server` (128 at a time) and
+/// waits until their heads arrived and their first heartbeats went by.
+async fn open_idle(addr: SocketAddr, path: &'static str, n: usize) -> IdleStreams {
     let permits = Arc::new(Semaphore::new(128));
     let opened = Arc::new(AtomicUsize::new(0));
     let heartbeats = Arc::new(AtomicU64::new(0));
@@ -607,6 +629,7 @@ async fn open_idle(addr: SocketAddr, n: usize) -> IdleStreams {
     for _ in 0..n {
         clients.spawn(idle_client(
             addr,
+            path,
             Arc::clone(&permits),
             Arc::clone(&opened),
             Arc::clone(&heartbeats),
@@ -697,7 +720,7 @@ fn idle_child(addr: SocketAddr, n: usize) {
         .unwrap();
     runtime.block_on(async move {
         use tokio::io::AsyncBufReadExt;
-        let streams = open_idle(addr, n).await;
+        let streams = open_idle(addr, "/idle", n).await;
         let mut out = tokio::io::stdout();
         out.write_all(format!("open {}\n", streams.opened).as_bytes())
             .await
@@ -857,8 +880,11 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
         load_average()
     );
     // First, while no earlier phase has left freed memory for the allocator to hand out again.
+    // Each memory measurement needs pages fresh from the kernel: one kind per process.
     if select.runs("memory") {
-        memory(&plan, select).await;
+        memory(&plan, select, "/idle").await;
+    } else if select.runs("memory-primed") {
+        memory(&plan, select, "/idle-primed").await;
     }
     if select.runs("firehose") {
         let set = servers(None).await;
@@ -900,7 +926,10 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
 /// held open until the end of the phase, so that each measurement gets memory fresh from the
 /// kernel rather than what an earlier one freed (the allocator would hand that out again without
 /// `VmRSS` moving). Odd rounds go in reverse order.
-async fn memory(plan: &Plan, select: &Select) {
+///
+/// `path`: `/idle` (bare never writes a body byte) or `/idle-primed` (every variant's stream
+/// writes one comment line first, so that hyper's write queue is in every variant).
+async fn memory(plan: &Plan, select: &Select, path: &'static str) {
     let set = servers(Some(HEARTBEAT)).await;
     let mut rounds: Vec<[f64; 4]> = Vec::new();
     let mut held = Vec::new();
@@ -914,7 +943,7 @@ async fn memory(plan: &Plan, select: &Select) {
         for v in order {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let before = tower_sse_test_support::rss_bytes().unwrap_or(0);
-            let streams = open_idle(set[v].addr, plan.memory_streams).await;
+            let streams = open_idle(set[v].addr, path, plan.memory_streams).await;
             let after = tower_sse_test_support::rss_bytes().unwrap_or(0);
             per_stream[v] = (after as f64 - before as f64) / streams.opened.max(1) as f64;
             opened[v] = streams.opened;
@@ -929,9 +958,9 @@ async fn memory(plan: &Plan, select: &Select) {
         server.cut_all().await;
     }
     println!(
-        "\nmemory: {} idle streams per variant and round, {} rounds, all held open to the end \
-         (HTTP/1.1, one connection each; heartbeat / keep-alive {HEARTBEAT:?}, bare: none); VmRSS \
-         growth per stream, client and server side together",
+        "\nmemory ({path}): {} idle streams per variant and round, {} rounds, all held open to \
+         the end (HTTP/1.1, one connection each; heartbeat / keep-alive {HEARTBEAT:?}, bare: \
+         none); VmRSS growth per stream, client and server side together",
         plan.memory_streams, plan.memory_rounds
     );
     println!(

@@ -124,11 +124,14 @@
 //! counted as closed with [`CloseReason::ClientGone`]. When the layer itself ends a stream (idle
 //! timeout, lifetime, drain), it drops the inner body as it writes its last bytes.
 //!
-//! Without [`SseLayer::slow_client`] the layer spawns no task: the inner body is polled by the
-//! response body itself. With it, each event stream gets one task (the pump) that polls the inner
-//! body into the bounded buffer. The pump ends, and drops the inner body, as soon as the response
-//! body is dropped, the upstream ends, or the client is found stalled; nothing outlives the
-//! response body but the few bytes of a close already counted.
+//! Without [`SseLayer::slow_client`] the layer spawns no task per stream: the inner body is polled
+//! by the response body itself. The streams' timers share one timer wheel per Tokio runtime,
+//! whose single task sleeps until the earliest deadline and wakes every stream due then; it runs
+//! while some stream waits on a timer and ends when none does (a stream leaves the wheel as soon
+//! as it ends or its body is dropped). With [`SseLayer::slow_client`], each event stream gets one
+//! task (the pump) that polls the inner body into the bounded buffer. The pump ends, and drops the
+//! inner body, as soon as the response body is dropped, the upstream ends, or the client is found
+//! stalled; nothing outlives the response body but the few bytes of a close already counted.
 //!
 //! # The rules
 //!
@@ -138,7 +141,10 @@
 //! # Runtime
 //!
 //! Event streams use Tokio timers: the body must be polled inside a Tokio runtime with the time
-//! driver enabled (as hyper, axum and tonic servers are).
+//! driver enabled (as hyper, axum and tonic servers are); outside one, its timers never fire.
+//! Heartbeats, idle timeouts, lifetimes and drain moments fire at most 1 ms after they are due
+//! (Tokio's own timer resolution), never before; traffic is dated when the stream next waits.
+//! Tokio's paused clock (`start_paused`, `time::advance`) drives them like any Tokio timer.
 //!
 //! [Server-Sent Events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 //! [`docs/rules.md`]: https://github.com/tower-sse/tower-sse/blob/main/docs/rules.md

@@ -1,4 +1,5 @@
-//! The one timer of a stream (and of its slow-client pump), re-armed lazily.
+//! Timers re-armed lazily: [`SharedTimer`], an event stream's slot in its runtime's timer wheel
+//! (`wheel`), and [`Timer`], a [`Sleep`] of its own for the slow-client pump and the resume body.
 //!
 //! Traffic only moves instants in the caller's state; the timer is not touched per frame. It is
 //! moved earlier when a nearer deadline appears, and when it fires early (the deadline it was set
@@ -11,6 +12,11 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+
+mod wheel;
+#[cfg(test)]
+pub(crate) use wheel::SLOT_SIZE;
+pub(crate) use wheel::SharedTimer;
 
 pin_project! {
     /// A lazily armed, lazily re-armed [`Sleep`].

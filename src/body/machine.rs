@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
-use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
@@ -19,7 +18,7 @@ use crate::compress::Encoder;
 use crate::config::{Config, DRAIN_RETRY_JITTER, Settings};
 use crate::metrics::{CloseReason, CloseSlot};
 use crate::scanner::{LineEnd, Scanner, bom_prefix};
-use crate::timer::Timer;
+use crate::timer::SharedTimer;
 use crate::{inject, jitter};
 
 /// `State::activity`: the inner body produced bytes.
@@ -33,19 +32,16 @@ pub(crate) const COALESCE_LIMIT: usize = 32 * 1024;
 /// The first allocation of a merged frame.
 const MERGE_CAPACITY: usize = 4 * 1024;
 
-pin_project! {
-    /// Everything an event stream needs besides the inner body, boxed once per stream so that
-    /// passthrough bodies stay small.
-    pub(super) struct Machine {
-        // The stream's one timer, re-armed lazily: activity only updates `State`'s instants.
-        #[pin]
-        timer: Timer,
-        // Boxed: most streams have no shutdown handle, and the waiter is large.
-        drain: Option<Pin<Box<OwnedNotified>>>,
-        // The layer's compression of the stream's output (I11), when negotiated.
-        encoder: Option<Box<Encoder>>,
-        state: State,
-    }
+/// Everything an event stream needs besides the inner body, boxed once per stream so that
+/// passthrough bodies stay small. What most streams never use (overridden settings, lifetime,
+/// drain, compression, a stashed frame) sits in a second box, made only for the streams that
+/// use it: an idle stream with the default configuration costs this box and one slot of the
+/// runtime's timer wheel (`size::` tests in `tests.rs` hold the figures).
+pub(super) struct Machine {
+    // The stream's place in the runtime's timer wheel, re-armed lazily: activity only updates
+    // `State`'s instants.
+    timer: SharedTimer,
+    state: State,
 }
 
 /// Where the stream is in its life.
@@ -55,21 +51,22 @@ pub(super) enum Phase {
     Opening,
     /// Forwarding the inner body.
     Open,
-    /// The layer wants to end the stream: at the next event boundary, or at `deadline`.
-    Closing {
-        reason: CloseReason,
-        deadline: Instant,
-    },
+    /// The layer wants to end the stream: at the next event boundary, or at
+    /// `Rare::closing_deadline`.
+    Closing(CloseReason),
     /// Done; once `pending` is written, the body ends.
     Ended,
 }
 
 pub(super) struct State {
     config: Arc<Config>,
-    /// The settings of this stream when an `SseOverride` changed the layer's (boxed: rare).
-    overridden: Option<Box<Settings>>,
+    /// What most streams do without, made on first use.
+    rare: Option<Box<Rare>>,
     scanner: Scanner,
     phase: Phase,
+    /// Traffic not yet dated into `last_output` / `last_upstream` (`UPSTREAM_ACTIVE`,
+    /// `OUTPUT_ACTIVE`).
+    activity: u8,
     /// A frame to write before anything else (opening lines, a released BOM prefix, the final
     /// `retry:` hint).
     pending: Option<Bytes>,
@@ -78,27 +75,50 @@ pub(super) struct State {
     last_output: Instant,
     /// The last time the inner body produced bytes (for the idle timeout).
     last_upstream: Instant,
-    /// Traffic not yet dated into `last_output` / `last_upstream` (`UPSTREAM_ACTIVE`,
-    /// `OUTPUT_ACTIVE`).
-    activity: u8,
+    tally: Tally,
+}
+
+/// The parts of a stream's state that most streams never use.
+#[derive(Default)]
+pub(super) struct Rare {
+    /// The settings of this stream when an `SseOverride` changed the layer's (boxed, like the
+    /// stash: `Rare` is made for a lifetime or a shutdown handle too, which need neither).
+    overridden: Option<Box<Settings>>,
     /// When the stream reaches its (jittered) maximum lifetime.
     lifetime_at: Option<Instant>,
     /// When a drain wants this stream to end, and when the drain window closes.
     drain_at: Option<(Instant, Instant)>,
+    /// When a stream in `Phase::Closing` is cut if no event boundary came.
+    closing_deadline: Option<Instant>,
+    /// The shutdown handle's waiter, while no drain has started (boxed: it is not `Unpin`).
+    drain: Option<Pin<Box<OwnedNotified>>>,
+    /// The layer's compression of the stream's output (I11), when negotiated.
+    encoder: Option<Box<Encoder>>,
     /// A frame or an error of the inner body that came after merged data, for the next poll.
     stash: Option<Box<Result<Frame<Bytes>, BoxError>>>,
-    tally: Tally,
 }
 
 impl Machine {
     /// The stream ended and everything was written.
     pub(super) fn is_ended(&self) -> bool {
-        self.state.is_ended() && self.encoder.as_ref().is_none_or(|e| e.is_done())
+        self.state.is_ended()
+            && self
+                .state
+                .rare
+                .as_ref()
+                .and_then(|rare| rare.encoder.as_ref())
+                .is_none_or(|encoder| encoder.is_done())
+    }
+
+    /// Whether the rarely used parts were made.
+    #[cfg(test)]
+    pub(super) const fn has_rare(&self) -> bool {
+        self.state.rare.is_some()
     }
 
     /// Compresses the stream's output with `encoder`.
-    pub(super) fn set_encoder(self: Pin<&mut Self>, encoder: Encoder) {
-        *self.project().encoder = Some(Box::new(encoder));
+    pub(super) fn set_encoder(&mut self, encoder: Encoder) {
+        self.state.rare().encoder = Some(Box::new(encoder));
     }
 
     pub(super) fn new(
@@ -107,50 +127,43 @@ impl Machine {
         shared_close: Option<Arc<CloseSlot>>,
     ) -> Self {
         let now = Instant::now();
-        let drain = config
-            .shutdown
-            .as_ref()
-            .map(|shutdown| Box::pin(shutdown.notified()));
         let mut state = State {
-            overridden: (settings != config.settings).then(|| Box::new(settings)),
+            rare: None,
             scanner: Scanner::new(),
             phase: Phase::Opening,
+            activity: 0,
             pending: None,
             last_output: now,
             last_upstream: now,
-            activity: 0,
-            lifetime_at: settings
-                .max_lifetime
-                .map(|lifetime| now + jitter::shortened(lifetime, settings.lifetime_jitter)),
-            drain_at: None,
-            stash: None,
-            tally: Tally::new(config.metrics.clone(), now, shared_close),
+            tally: Tally::new(&config.metrics, now, shared_close),
             config,
         };
-        // The waiter above was created first: a drain that starts now is not missed. A stream
-        // opened during a drain ends at once.
-        if state
-            .config
-            .shutdown
-            .as_ref()
-            .is_some_and(crate::SseShutdown::is_draining)
-        {
-            state.drain_at = Some((now, now));
+        if settings != state.config.settings {
+            state.rare().overridden = Some(Box::new(settings));
+        }
+        if let Some(lifetime) = settings.max_lifetime {
+            state.rare().lifetime_at =
+                Some(now + jitter::shortened(lifetime, settings.lifetime_jitter));
+        }
+        if let Some(shutdown) = state.config.shutdown.clone() {
+            // The waiter is made first: a drain that starts now is not missed. A stream opened
+            // during a drain ends at once.
+            let waiter = Box::pin(shutdown.notified());
+            let rare = state.rare();
+            if shutdown.is_draining() {
+                rare.drain_at = Some((now, now));
+            } else {
+                rare.drain = Some(waiter);
+            }
         }
         Self {
-            timer: Timer::new(),
-            drain: if state.drain_at.is_some() {
-                None
-            } else {
-                drain
-            },
-            encoder: None,
+            timer: SharedTimer::new(),
             state,
         }
     }
 
     pub(super) fn poll_frame<B>(
-        self: Pin<&mut Self>,
+        &mut self,
         mut body: Pin<&mut Option<Upstream<B>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
@@ -159,21 +172,20 @@ impl Machine {
         B::Data: 'static,
         B::Error: Into<BoxError>,
     {
-        let this = self.project();
-        let (mut timer, drain, state) = (this.timer, this.drain, this.state);
-        match this.encoder {
-            Some(encoder) => encoder.poll_frame(cx, |cx| {
-                poll_stream(timer.as_mut(), drain, state, body.as_mut(), cx)
-            }),
-            None => poll_stream(timer, drain, state, body, cx),
-        }
+        let Self { timer, state } = self;
+        let encoder = state.rare.as_mut().and_then(|rare| rare.encoder.take());
+        let Some(mut encoder) = encoder else {
+            return poll_stream(timer, state, body, cx);
+        };
+        let polled = encoder.poll_frame(cx, |cx| poll_stream(timer, state, body.as_mut(), cx));
+        state.rare().encoder = Some(encoder);
+        polled
     }
 }
 
 /// The stream's output, before compression.
 fn poll_stream<B>(
-    mut timer: Pin<&mut Timer>,
-    drain: &mut Option<Pin<Box<OwnedNotified>>>,
+    timer: &mut SharedTimer,
     state: &mut State,
     mut body: Pin<&mut Option<Upstream<B>>>,
     cx: &mut Context<'_>,
@@ -189,11 +201,13 @@ where
             if body.is_some() {
                 body.set(None);
             }
-            timer.as_mut().clear();
-            *drain = None;
+            timer.clear();
+            if let Some(rare) = &mut state.rare {
+                rare.drain = None;
+            }
         }
         if let Some(bytes) = state.pending.take() {
-            state.tally.sent(bytes.len());
+            state.tally.sent(&state.config.metrics, bytes.len());
             if let Some(upstream) = body.as_ref().get_ref() {
                 upstream.touch();
             }
@@ -205,18 +219,18 @@ where
                 state.open();
                 continue;
             }
-            Phase::Closing { reason, .. } if state.scanner.at_event_boundary() => {
+            Phase::Closing(reason) if state.scanner.at_event_boundary() => {
                 state.end(reason);
                 continue;
             }
-            Phase::Open | Phase::Closing { .. } => {}
+            Phase::Open | Phase::Closing(_) => {}
         }
 
-        if let Some(stashed) = state.stash.take() {
+        if let Some(stashed) = state.rare.as_mut().and_then(|rare| rare.stash.take()) {
             match *stashed {
                 Ok(frame) => return Poll::Ready(Some(Ok(frame))),
                 Err(error) => {
-                    state.tally.finish(CloseReason::UpstreamError);
+                    state.finish(CloseReason::UpstreamError);
                     state.phase = Phase::Ended;
                     body.set(None);
                     return Poll::Ready(Some(Err(error)));
@@ -234,13 +248,13 @@ where
                                 body.set(None);
                                 state.upstream_ended();
                             }
-                            state.tally.sent(bytes.len());
+                            state.tally.sent(&state.config.metrics, bytes.len());
                             return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
                         Some(bytes) => {
                             // Closing: one frame at a time, so that the stream ends at the
                             // first event boundary.
-                            state.tally.sent(bytes.len());
+                            state.tally.sent(&state.config.metrics, bytes.len());
                             return Poll::Ready(Some(Ok(Frame::data(bytes))));
                         }
                         None => continue,
@@ -248,7 +262,7 @@ where
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Poll::Ready(Some(Err(error))) => {
-                    state.tally.finish(CloseReason::UpstreamError);
+                    state.finish(CloseReason::UpstreamError);
                     state.phase = Phase::Ended;
                     body.set(None);
                     return Poll::Ready(Some(Err(error)));
@@ -262,34 +276,55 @@ where
             }
         }
 
-        if let Some(waiter) = drain.as_mut()
+        if let Some(rare) = &mut state.rare
+            && let Some(waiter) = &mut rare.drain
             && waiter.as_mut().poll(cx).is_ready()
         {
-            *drain = None;
+            rare.drain = None;
             let now = Instant::now();
             let started = state.config.shutdown.as_ref().and_then(|s| s.started());
             state.on_drain(started.unwrap_or(now), now);
             continue;
         }
 
-        state.tally.flush();
+        state.tally.flush(&state.config.metrics);
         if state.activity != 0 {
             state.date_activity(Instant::now());
         }
         let Some(deadline) = state.next_deadline() else {
             return Poll::Pending;
         };
-        if timer.as_mut().poll_until(deadline, cx).is_pending() {
+        if timer.poll_until(deadline, cx).is_pending() {
             return Poll::Pending;
         }
-        // The timer fired: act on what is due; the next turn re-arms it for what is left.
+        // The deadline passed: act on what is due; the next turn re-arms the timer for what is
+        // left.
         state.on_timer(Instant::now());
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Dropped before it ended: the client went away (a no-op when the close was counted).
+        self.finish(CloseReason::ClientGone);
     }
 }
 
 impl State {
     fn settings(&self) -> &Settings {
-        self.overridden.as_deref().unwrap_or(&self.config.settings)
+        self.rare
+            .as_ref()
+            .and_then(|rare| rare.overridden.as_deref())
+            .unwrap_or(&self.config.settings)
+    }
+
+    /// The rarely used parts, made on first use.
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        self.tally.finish(&self.config.metrics, reason);
     }
 
     const fn is_ended(&self) -> bool {
@@ -303,7 +338,7 @@ impl State {
         // after the response was made (the first poll may come later).
         let now = Instant::now();
         self.last_output = now;
-        if let Some((at, _)) = self.drain_at
+        if let Some((at, _)) = self.rare.as_ref().and_then(|rare| rare.drain_at)
             && at <= now
         {
             // Opened during a drain: a jittered `retry:` and a clean end, nothing else.
@@ -335,7 +370,7 @@ impl State {
         }
         self.activity |= UPSTREAM_ACTIVE;
         let feed = self.scanner.feed(&data);
-        self.tally.events(feed.events);
+        self.tally.events(&self.config.metrics, feed.events);
         if feed.release > 0 {
             // Rare: held bytes of what looked like a leading BOM turned out to be text.
             let held = bom_prefix(feed.release);
@@ -388,12 +423,12 @@ impl State {
                             .extend_from_slice(&more);
                     }
                     Err(frame) => {
-                        self.stash = Some(Box::new(Ok(frame)));
+                        self.rare().stash = Some(Box::new(Ok(frame)));
                         break;
                     }
                 },
                 Poll::Ready(Some(Err(error))) => {
-                    self.stash = Some(Box::new(Err(error)));
+                    self.rare().stash = Some(Box::new(Err(error)));
                     break;
                 }
                 Poll::Ready(None) => {
@@ -426,7 +461,7 @@ impl State {
             // Bytes of what looked like a leading BOM: the upstream's, never lost.
             self.pending = Some(Bytes::from_static(bom_prefix(held)));
         }
-        self.tally.finish(CloseReason::UpstreamEnded);
+        self.finish(CloseReason::UpstreamEnded);
         self.phase = Phase::Ended;
     }
 
@@ -440,7 +475,7 @@ impl State {
             };
             self.pending = Some(inject::retry_line(retry, jitter, line_end));
         }
-        self.tally.finish(reason);
+        self.finish(reason);
         self.phase = Phase::Ended;
     }
 
@@ -449,28 +484,37 @@ impl State {
         let window = self.settings().drain_window;
         let window_end = (started + window).max(now);
         let at = (started + window.mul_f64(jitter::random_unit())).max(now);
-        self.drain_at = Some((at.min(window_end), window_end));
+        self.rare().drain_at = Some((at.min(window_end), window_end));
     }
 
     fn close(&mut self, reason: CloseReason, deadline: Instant) {
-        match self.phase {
-            Phase::Open => self.phase = Phase::Closing { reason, deadline },
-            Phase::Closing {
-                deadline: current, ..
-            } if deadline < current => self.phase = Phase::Closing { reason, deadline },
-            _ => {}
+        let current = self.rare.as_ref().and_then(|rare| rare.closing_deadline);
+        match (self.phase, current) {
+            (Phase::Open, _) => {}
+            (Phase::Closing(_), Some(current)) if deadline < current => {}
+            _ => return,
         }
+        self.phase = Phase::Closing(reason);
+        self.rare().closing_deadline = Some(deadline);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let s = self.settings();
+        let heartbeat = s.heartbeat.map(|interval| self.last_output + interval);
+        let idle = s.idle_timeout.map(|limit| self.last_upstream + limit);
+        let Some(rare) = &self.rare else {
+            return match (heartbeat, idle) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        };
         let candidates = [
-            s.heartbeat.map(|interval| self.last_output + interval),
-            s.idle_timeout.map(|limit| self.last_upstream + limit),
-            self.lifetime_at,
-            self.drain_at.map(|(at, _)| at),
+            heartbeat,
+            idle,
+            rare.lifetime_at,
+            rare.drain_at.map(|(at, _)| at),
             match self.phase {
-                Phase::Closing { deadline, .. } => Some(deadline),
+                Phase::Closing(_) => rare.closing_deadline,
                 _ => None,
             },
         ];
@@ -489,23 +533,24 @@ impl State {
             self.end(CloseReason::IdleTimeout);
             return;
         }
-        if let Phase::Closing { reason, deadline } = self.phase
+        if let Phase::Closing(reason) = self.phase
+            && let Some(deadline) = self.rare.as_ref().and_then(|rare| rare.closing_deadline)
             && now >= deadline
         {
             // No event boundary within the grace: cut (the client drops the partial event).
             self.end(reason);
             return;
         }
-        if let Some(at) = self.lifetime_at
+        if let Some(at) = self.rare.as_ref().and_then(|rare| rare.lifetime_at)
             && now >= at
         {
-            self.lifetime_at = None;
+            self.rare().lifetime_at = None;
             self.close(CloseReason::Lifetime, now + self.settings().close_grace);
         }
-        if let Some((at, window_end)) = self.drain_at
+        if let Some((at, window_end)) = self.rare.as_ref().and_then(|rare| rare.drain_at)
             && now >= at
         {
-            self.drain_at = None;
+            self.rare().drain_at = None;
             self.close(CloseReason::Shutdown, window_end.max(now));
         }
         if let Some(interval) = self.settings().heartbeat
@@ -515,10 +560,10 @@ impl State {
             match self.scanner.injection() {
                 Some(line_end) => {
                     self.scanner.injected();
-                    self.tally.heartbeat();
+                    self.tally.heartbeat(&self.config.metrics);
                     self.pending = Some(self.config.heartbeat_line(line_end));
                 }
-                None => self.tally.heartbeat_skipped(),
+                None => Tally::heartbeat_skipped(&self.config.metrics),
             }
         }
     }

@@ -66,7 +66,7 @@ pin_project! {
             body: Option<Upstream<B>>,
             // Everything else of the stream, boxed once (its encoder too, when the layer
             // compresses): a passthrough body pays only for the larger of the two variants.
-            machine: Pin<Box<Machine>>,
+            machine: Box<Machine>,
         },
     }
 }
@@ -85,7 +85,7 @@ impl<B> SseBody<B> {
         Self {
             inner: Inner::Sse {
                 body,
-                machine: Box::pin(Machine::new(config, settings, shared_close)),
+                machine: Box::new(Machine::new(config, settings, shared_close)),
             },
         }
     }
@@ -93,7 +93,7 @@ impl<B> SseBody<B> {
     /// Encodes the event stream's output with `new` (a passthrough body is left as it is).
     pub(crate) fn with_encoder(mut self, new: Encoder) -> Self {
         if let Inner::Sse { machine, .. } = &mut self.inner {
-            machine.as_mut().set_encoder(new);
+            machine.set_encoder(new);
         }
         self
     }
@@ -128,7 +128,7 @@ where
                 Some(Err(error)) => Poll::Ready(Some(Err(error.into()))),
                 None => Poll::Ready(None),
             },
-            InnerProj::Sse { body, machine } => machine.as_mut().poll_frame(body, cx),
+            InnerProj::Sse { body, machine } => machine.poll_frame(body, cx),
         }
     }
 

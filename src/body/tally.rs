@@ -11,10 +11,9 @@ use crate::metrics::{CloseReason, CloseSlot, SseMetrics};
 /// How many bytes a stream sends between updates of the shared byte counter, at most.
 const FLUSH_BYTES: u64 = 64 * 1024;
 
-/// Per-stream counts, reported to the metrics as they happen and in a `tracing` event when the
-/// stream ends (which is when this is dropped).
+/// Per-stream counts, reported to the metrics (the layer's, passed in: a stream does not keep a
+/// handle of its own) as they happen, and in a `tracing` event when the stream ends.
 pub(super) struct Tally {
-    metrics: SseMetrics,
     opened: Instant,
     bytes: u64,
     events: u64,
@@ -22,27 +21,34 @@ pub(super) struct Tally {
     unflushed_bytes: u32,
     unflushed_events: u32,
     heartbeats: u32,
-    /// Where the close is counted: this stream's own slot, or the one it shares with its
-    /// slow-client pump.
+    /// Where the close is counted, unless the stream shares a slot with its slow-client pump.
     close: CloseSlot,
-    shared_close: Option<Arc<CloseSlot>>,
     /// The close was recorded (by this stream or its pump).
     finished: bool,
+    /// What only some streams have, boxed: most streams have neither.
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a [`Tally`] that most streams do without.
+struct Extra {
+    /// The close slot shared with the slow-client pump.
+    shared_close: Option<Arc<CloseSlot>>,
     /// The span the stream opened in (the request's), kept when `tower_sse` debug events are
-    /// on: the close is logged in it too. Boxed: a span is 40 bytes, most streams log nothing.
-    span: Option<Box<tracing::Span>>,
+    /// on: the close is logged in it too.
+    span: Option<tracing::Span>,
 }
 
 impl Tally {
     pub(super) fn new(
-        metrics: SseMetrics,
+        metrics: &SseMetrics,
         now: Instant,
         shared_close: Option<Arc<CloseSlot>>,
     ) -> Self {
         metrics.opened();
         tracing::debug!(target: "tower_sse", "sse stream opened");
+        let span = tracing::enabled!(target: "tower_sse", tracing::Level::DEBUG)
+            .then(tracing::Span::current);
         Self {
-            metrics,
             opened: now,
             bytes: 0,
             events: 0,
@@ -50,33 +56,32 @@ impl Tally {
             unflushed_events: 0,
             heartbeats: 0,
             close: CloseSlot::default(),
-            shared_close,
             finished: false,
-            span: tracing::enabled!(target: "tower_sse", tracing::Level::DEBUG)
-                .then(|| Box::new(tracing::Span::current())),
+            extra: (shared_close.is_some() || span.is_some())
+                .then(|| Box::new(Extra { shared_close, span })),
         }
     }
 
-    pub(super) fn sent(&mut self, len: usize) {
+    pub(super) fn sent(&mut self, metrics: &SseMetrics, len: usize) {
         let len = len as u64;
         self.bytes += len;
         let unflushed = u64::from(self.unflushed_bytes) + len;
         match u32::try_from(unflushed) {
             Ok(unflushed) if u64::from(unflushed) < FLUSH_BYTES => self.unflushed_bytes = unflushed,
             _ => {
-                SseMetrics::add(&self.metrics.counters.bytes, unflushed);
+                SseMetrics::add(&metrics.counters.bytes, unflushed);
                 self.unflushed_bytes = 0;
             }
         }
     }
 
-    pub(super) fn events(&mut self, n: u32) {
+    pub(super) fn events(&mut self, metrics: &SseMetrics, n: u32) {
         self.events += u64::from(n);
         match self.unflushed_events.checked_add(n) {
             Some(unflushed) => self.unflushed_events = unflushed,
             None => {
                 SseMetrics::add(
-                    &self.metrics.counters.events,
+                    &metrics.counters.events,
                     u64::from(self.unflushed_events) + u64::from(n),
                 );
                 self.unflushed_events = 0;
@@ -87,55 +92,47 @@ impl Tally {
     /// Publishes the byte and event counts to the shared counters. Done when the stream waits,
     /// every `FLUSH_BYTES`, and at the end, rather than per frame: the shared counters sit on
     /// one cache line that every stream on every core would otherwise write.
-    pub(super) fn flush(&mut self) {
+    pub(super) fn flush(&mut self, metrics: &SseMetrics) {
         if self.unflushed_bytes != 0 {
-            SseMetrics::add(
-                &self.metrics.counters.bytes,
-                u64::from(self.unflushed_bytes),
-            );
+            SseMetrics::add(&metrics.counters.bytes, u64::from(self.unflushed_bytes));
             self.unflushed_bytes = 0;
         }
         if self.unflushed_events != 0 {
-            SseMetrics::add(
-                &self.metrics.counters.events,
-                u64::from(self.unflushed_events),
-            );
+            SseMetrics::add(&metrics.counters.events, u64::from(self.unflushed_events));
             self.unflushed_events = 0;
         }
     }
 
-    pub(super) fn heartbeat(&mut self) {
+    pub(super) fn heartbeat(&mut self, metrics: &SseMetrics) {
         self.heartbeats = self.heartbeats.saturating_add(1);
-        SseMetrics::add(&self.metrics.counters.heartbeats, 1);
+        SseMetrics::add(&metrics.counters.heartbeats, 1);
     }
 
-    pub(super) fn heartbeat_skipped(&self) {
-        SseMetrics::add(&self.metrics.counters.heartbeats_skipped, 1);
+    pub(super) fn heartbeat_skipped(metrics: &SseMetrics) {
+        SseMetrics::add(&metrics.counters.heartbeats_skipped, 1);
     }
-}
 
-impl Drop for Tally {
-    fn drop(&mut self) {
-        self.finish(CloseReason::ClientGone);
-    }
-}
-
-impl Tally {
     /// Counts the stream as closed for `reason`, once: the first reason reported wins, here or
-    /// by the slow-client pump (which logs its own close).
-    pub(super) fn finish(&mut self, reason: CloseReason) {
-        self.flush();
+    /// by the slow-client pump (which logs its own close). A stream dropped before it ended
+    /// reports `ClientGone` (its state's `Drop`).
+    pub(super) fn finish(&mut self, metrics: &SseMetrics, reason: CloseReason) {
+        self.flush(metrics);
         if self.finished {
             return;
         }
         self.finished = true;
-        let slot = self.shared_close.as_deref().unwrap_or(&self.close);
-        let (reason, first) = slot.close(&self.metrics, reason);
+        let extra = self.extra.as_deref();
+        let slot = extra
+            .and_then(|e| e.shared_close.as_deref())
+            .unwrap_or(&self.close);
+        let (reason, first) = slot.close(metrics, reason);
         if !first {
             return;
         }
         let duration: Duration = self.opened.elapsed();
-        let _span = self.span.as_deref().map(tracing::Span::enter);
+        let _span = extra
+            .and_then(|e| e.span.as_ref())
+            .map(tracing::Span::enter);
         tracing::debug!(
             target: "tower_sse",
             reason = reason.as_str(),
