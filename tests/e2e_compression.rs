@@ -20,11 +20,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -34,21 +33,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tower::{Layer, ServiceExt};
 use tower_sse::{Compression, SseLayer};
+use tower_sse_test_support::browser::{self, Chromium, Killed, lines};
 use tower_sse_test_support::loopback::{self, BoxError};
 
 /// How long a client may take for the whole scenario.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server waits for the acknowledgement of an event before it gives up.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -59,13 +50,6 @@ fn works(program: &str, arg: &str) -> bool {
         .arg(arg)
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
 }
 
 /// What the server saw of one stream.
@@ -267,19 +251,6 @@ fn server() -> (tokio::runtime::Runtime, Arc<State>, SocketAddr) {
     (runtime, state, addr)
 }
 
-/// Sends every line of `reader` down the returned channel, as it comes.
-fn lines(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -287,58 +258,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[test]
 #[ignore = "needs Chromium and Node; run by .ci/run with --ignored"]
 fn chromium_eventsource_receives_every_compressed_event_while_the_stream_is_open() {
-    let (Some(chromium), true) = (chromium(), works("node", "--version")) else {
-        eprintln!("chromium or node not installed: skipped (.ci/run installs them)");
+    let (Some(chromium), Some(mut node)) = (Chromium::launch(), browser::node()) else {
+        eprintln!("chromium or node >= 20.10 not installed: skipped (.ci/run installs them)");
         return;
     };
     let (_runtime, state, addr) = server();
 
-    let profile = std::env::temp_dir().join(format!(
-        "tower-sse-chromium-compression-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Killed(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = lines(browser.0.stderr.take().unwrap());
-    let port = loop {
-        let line = stderr
-            .recv_timeout(TIMEOUT)
-            .expect("Chromium printed no DevTools address");
-        if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
-            break rest.split('/').next().unwrap().to_owned();
-        }
-    };
-
     // Rounds of identity and compressed streams in turn, so that both see the same machine.
-    let output = Command::new("node")
-        .arg("--experimental-websocket")
+    let output = node
         .arg(root().join("tests/clients/chromium.mjs"))
         .arg(format!("http://{addr}"))
-        .arg(&port)
+        .arg(chromium.devtools_port().to_string())
         .args(["4", "100"])
         .output()
         .unwrap();
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(chromium);
     let stdout = String::from_utf8_lossy(&output.stdout);
     for line in stdout.lines().filter(|line| !line.starts_with("LATENCY")) {
         eprintln!("{line}");

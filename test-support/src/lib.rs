@@ -13,6 +13,9 @@
 //!   clients, for the integration tests;
 //! - [`dying_upstream`] (feature `loopback`): a raw upstream that honours `Last-Event-ID` and
 //!   dies in a chosen way on each connection, for the resume tests;
+//! - [`browser`] (feature `browser`, on by default): headless Chromium launched for DevTools,
+//!   a Node with a global `WebSocket`, child processes killed on drop, for the browser tests
+//!   (with `js/devtools.mjs`, their shared DevTools client);
 //! - [`events_of`], [`split_wrapping`], [`eventually`], [`rss_bytes`]: small helpers.
 //!
 //! It depends on `tower-sse` itself (as h2-support depends on h2), with the hidden, unstable
@@ -28,6 +31,8 @@
 )]
 
 pub mod bench_summary;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod checks;
 #[cfg(feature = "loopback")]
 pub mod dying_upstream;

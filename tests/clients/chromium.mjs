@@ -4,43 +4,13 @@
 // next one only then), and timing each from the server's send time to `onmessage`.
 // Prints `STREAM <route> <id> <events>` per stream and `LATENCY <route> <µs>` per event.
 //
-//   node --experimental-websocket tests/clients/chromium.mjs BASE_URL DEVTOOLS_PORT ROUNDS COUNT
+//   node [--experimental-websocket] tests/clients/chromium.mjs BASE_URL DEVTOOLS_PORT ROUNDS COUNT
+import { fail, openPage } from "../../test-support/js/devtools.mjs";
+
 const [base, devtoolsPort, rounds, count] = process.argv.slice(2);
-const fail = (message) => {
-  console.error(`FAIL: ${message}`);
-  process.exit(1);
-};
 setTimeout(() => fail("timed out after 50 s"), 50_000).unref();
 
-const target = await (
-  await fetch(`http://127.0.0.1:${devtoolsPort}/json/new?${base}/`, { method: "PUT" })
-).json();
-const ws = new WebSocket(target.webSocketDebuggerUrl);
-await new Promise((resolve, reject) => {
-  ws.addEventListener("open", resolve);
-  ws.addEventListener("error", reject);
-});
-let seq = 0;
-const waiting = new Map();
-ws.addEventListener("message", (m) => {
-  const d = JSON.parse(m.data);
-  if (d.id && waiting.has(d.id)) {
-    waiting.get(d.id)(d);
-    waiting.delete(d.id);
-  }
-});
-const cdp = (method, params = {}) =>
-  new Promise((resolve) => {
-    const id = ++seq;
-    waiting.set(id, resolve);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-const evaluate = async (expression) => {
-  const r = await cdp("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true });
-  if (r.error) throw new Error(JSON.stringify(r.error));
-  if (r.result.exceptionDetails) throw new Error(JSON.stringify(r.result.exceptionDetails));
-  return r.result.result.value;
-};
+const { evaluate, close } = await openPage(devtoolsPort, `${base}/`);
 
 for (let i = 0; i < 100 && (await evaluate("document.readyState")) !== "complete"; i++) {
   await new Promise((r) => setTimeout(r, 50));
@@ -88,5 +58,5 @@ for (let round = 0; round < Number(rounds); round++) {
     for (const latency of latencies) console.log(`LATENCY ${route} ${latency}`);
   }
 }
-ws.close();
+close();
 process.exit(0);

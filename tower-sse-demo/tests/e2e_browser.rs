@@ -1,5 +1,6 @@
 //! End to end in a real browser: Debian's Chromium (headless) against the demo binary, driven
-//! over the DevTools protocol by `tests/browser/demo.mjs` with Node's built-in WebSocket.
+//! over the DevTools protocol by `tests/browser/demo.mjs` with Node's global WebSocket (Node >=
+//! 20.10) and the shared client `test-support/js/devtools.mjs`.
 //! `.ci/run` installs Chromium and runs this with
 //! `cargo test -p tower-sse-demo --test e2e_browser -- --ignored`; without Chromium or Node it is
 //! skipped with a message.
@@ -14,58 +15,21 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tower_sse_test_support::browser::{self, Chromium, Killed};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-fn node_ok() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Reads lines from `reader` until one contains `marker`; returns it.
-fn wait_for_line(reader: impl Read + Send + 'static, marker: &'static str) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if line.contains(marker) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("no line with {marker:?}"))
-}
-
 #[test]
 #[ignore = "needs Chromium and Node; run by .ci/run with --ignored"]
 fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
-    let (Some(chromium), true) = (chromium(), node_ok()) else {
-        eprintln!("chromium or node not installed: skipped (.ci/run installs chromium)");
+    let (Some(chromium), Some(mut node)) = (Chromium::launch(), browser::node()) else {
+        eprintln!("chromium or node >= 20.10 not installed: skipped (.ci/run installs chromium)");
         return;
     };
 
@@ -78,7 +42,12 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
             .spawn()
             .unwrap(),
     );
-    let line = wait_for_line(demo.0.stdout.take().unwrap(), "open http://");
+    let line = browser::wait_for_line(
+        demo.0.stdout.take().unwrap(),
+        "open http://",
+        Duration::from_secs(60),
+    )
+    .expect("the demo printed no address");
     let base = line
         .split("open ")
         .nth(1)
@@ -87,47 +56,14 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
         .trim_end_matches('/')
         .to_owned();
 
-    let profile = std::env::temp_dir().join(format!("tower-sse-chromium-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Killed(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let line = wait_for_line(
-        browser.0.stderr.take().unwrap(),
-        "DevTools listening on ws://",
-    );
-    let port = line
-        .split("ws://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("devtools port")
-        .to_owned();
-
     let shots = root().join("..").join("target").join("e2e");
     std::fs::create_dir_all(&shots).unwrap();
     let screenshot = shots.join("demo.png");
     let started = Instant::now();
-    let output = Command::new("node")
-        .arg("--experimental-websocket")
+    let output = node
         .arg(root().join("tests/browser/demo.mjs"))
-        .args([&base, &port])
+        .arg(&base)
+        .arg(chromium.devtools_port().to_string())
         .arg(&screenshot)
         .output()
         .unwrap();
@@ -135,8 +71,7 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}{stderr}");
     eprintln!("FIGURE: browser scenario took {:?}", started.elapsed());
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(chromium);
     assert!(output.status.success(), "browser scenario failed");
     assert!(stdout.contains("RESULT: live == server"));
     let png = std::fs::read(&screenshot).unwrap();

@@ -1,48 +1,20 @@
 // Drives headless Chromium over the DevTools protocol against the demo (tower-sse-demo):
 // starts a job, lets the server cut the stream twice mid-job, waits for 100 %, compares the page
 // with the server's /state, reloads (a fresh EventSource replays the run), compares again, and
-// takes a screenshot. Run by tests/e2e_browser.rs; needs Node >= 20 (built-in WebSocket).
+// takes a screenshot. Run by tests/e2e_browser.rs; needs Node >= 20.10 (a global WebSocket, for
+// test-support/js/devtools.mjs).
 //
-//   node --experimental-websocket tower-sse-demo/tests/browser/demo.mjs BASE_URL DEVTOOLS_PORT SCREENSHOT.png
+//   node [--experimental-websocket] tower-sse-demo/tests/browser/demo.mjs BASE_URL DEVTOOLS_PORT SCREENSHOT.png
 import { writeFileSync } from "node:fs";
+
+import { fail, openPage } from "../../../test-support/js/devtools.mjs";
 
 const [base, devtoolsPort, screenshotPath] = process.argv.slice(2);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const fail = (message) => {
-  console.error(`FAIL: ${message}`);
-  process.exit(1);
-};
 setTimeout(() => fail("timed out after 60 s"), 60_000).unref();
 
-const target = await (
-  await fetch(`http://127.0.0.1:${devtoolsPort}/json/new?about:blank`, { method: "PUT" })
-).json();
-const ws = new WebSocket(target.webSocketDebuggerUrl);
-await new Promise((resolve, reject) => {
-  ws.addEventListener("open", resolve);
-  ws.addEventListener("error", reject);
-});
-let seq = 0;
-const waiting = new Map();
-ws.addEventListener("message", (m) => {
-  const d = JSON.parse(m.data);
-  if (d.id && waiting.has(d.id)) {
-    waiting.get(d.id)(d);
-    waiting.delete(d.id);
-  }
-});
-const cdp = (method, params = {}) =>
-  new Promise((resolve) => {
-    const id = ++seq;
-    waiting.set(id, resolve);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-const evaluate = async (expression) => {
-  const r = await cdp("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true });
-  if (r.error) throw new Error(JSON.stringify(r.error));
-  if (r.result.exceptionDetails) throw new Error(JSON.stringify(r.result.exceptionDetails));
-  return r.result.result.value;
-};
+const { cdp, evaluate, close } = await openPage(devtoolsPort, "about:blank");
+
 const snapshot = () =>
   evaluate(`(() => {
     const q = (s) => document.querySelector(s);
@@ -113,5 +85,5 @@ await cdp("Page.reload");
 const reloaded = await waitFor("the reloaded page shows the finished job", (s) => s.done, 15_000);
 if (!same(reloaded, server)) fail(`after reload: ${JSON.stringify(reloaded)}`);
 console.log("RESULT: live == server, reload == server, reconnected after each cut");
-ws.close();
+close();
 process.exit(0);
