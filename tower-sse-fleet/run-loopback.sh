@@ -46,15 +46,6 @@ JITTER=${JITTER:-0.5}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /tmp/fleet-loopback.XXXXXX)
-mkdir -p "$OUT"
-
-for tool in haproxy redis-server; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy redis-server fonts-dejavu-core >/dev/null; }
-done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -q -p tower-sse-proxy -p tower-sse-fleet)
-fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 # Every process this script starts is listed here and ended on exit.
 PIDS=()
@@ -68,7 +59,19 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+mkdir -p "$OUT"
+
+for tool in haproxy redis-server; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy redis-server fonts-dejavu-core >/dev/null; }
+done
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  (cd "$ROOT" && cargo build --release -q -p tower-sse-proxy -p tower-sse-fleet)
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 # Ports: a base chosen at random in 20000-32700, below the kernel's ephemeral range (where
 # the clients' own outgoing ports would collide with ours), so that two runs do not collide.

@@ -147,10 +147,11 @@ impl Parser {
     }
 
     /// The stream ended: an unterminated line and an undispatched event are discarded (the id
-    /// of a dispatched event stays).
+    /// of a dispatched event stays); the next stream may start with its own BOM.
     pub fn end(&mut self) {
         self.line.clear();
         self.after_cr = false;
+        self.started = false;
         self.data.clear();
         self.has_data = false;
         self.id_buffer.clone_from(&self.last_id);
@@ -686,6 +687,24 @@ mod tests {
             vec![Item::Event {
                 data: "3".into(),
                 id: "1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn each_stream_may_start_with_a_bom() {
+        let (out, mut parser) = items(&[b"\xEF\xBB\xBFdata: 1\n\n"]);
+        assert_eq!(out.len(), 1);
+        parser.end();
+        let mut more = Vec::new();
+        parser.feed(b"\xEF\xBB\xBFdata: 2\n\n\xEF\xBB\xBFdata: 3\n\n", &mut more);
+        // The second stream's BOM is skipped; one that is not at a stream's start is a
+        // character of the field name, and the line is no `data` field.
+        assert_eq!(
+            more,
+            vec![Item::Event {
+                data: "2".into(),
+                id: String::new()
             }]
         );
     }
