@@ -15,15 +15,10 @@
 //! the 5 s drain window (at an event boundary, with a `retry:` hint), and hyper-util's
 //! `GracefulShutdown` waits for every connection to finish; the process then exits. Without the
 //! drain, the graceful shutdown would wait forever for the event streams.
-//!
-//! Options: `--listen ADDR` (default `127.0.0.1:3000`; the first line on stdout is the address
-//! actually bound, so `--listen 127.0.0.1:0` works).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,28 +34,13 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tower::ServiceBuilder;
 use tower_sse::{SseLayer, SseShutdown};
 
-const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+const ADDR: &str = "127.0.0.1:3000";
 const DRAIN_WINDOW: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() {
-    let addr = match parse_args() {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("hyper example: {message}");
-            eprintln!("usage: cargo run --example hyper -- [--listen ADDR]");
-            std::process::exit(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("hyper example: cannot listen on {addr}: {error}");
-            std::process::exit(1);
-        }
-    };
-    println!("listening on http://{}", listener.local_addr().unwrap());
-    std::io::stdout().flush().ok();
+    let listener = tokio::net::TcpListener::bind(ADDR).await.unwrap();
+    println!("listening on http://{ADDR}");
 
     // The producer: one event a second, whether anyone listens or not.
     let (ticks, _) = broadcast::channel::<Bytes>(16);
@@ -107,11 +87,7 @@ async fn main() {
     }
 
     drop(listener);
-    println!(
-        "shutting down: draining event streams (at most {} s)",
-        DRAIN_WINDOW.as_secs()
-    );
-    std::io::stdout().flush().ok();
+    println!("shutting down: draining event streams (at most {DRAIN_WINDOW:?})");
     shutdown.drain();
     tokio::select! {
         () = graceful.shutdown() => println!("every connection closed, bye"),
@@ -171,19 +147,4 @@ async fn handle(
         .body(Either::Left(StreamBody::new(events)))
         .unwrap();
     Ok(response)
-}
-
-/// `--listen ADDR`, default 127.0.0.1:3000.
-fn parse_args() -> Result<SocketAddr, String> {
-    let mut addr = DEFAULT_ADDR.to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => addr = args.next().ok_or("--listen needs an address")?,
-            "-h" | "--help" => return Err("help".to_owned()),
-            _ => return Err(format!("unknown argument {arg:?}")),
-        }
-    }
-    addr.parse()
-        .map_err(|error| format!("bad listen address {addr:?}: {error}"))
 }
