@@ -55,7 +55,6 @@
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -69,6 +68,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse::{Brotli, Coding, Compression, Gzip, SseBody, SseLayer, Zstd};
+use tower_sse_test_support::decode::Decoder;
 use tower_sse_test_support::rss_bytes;
 
 /// Counts the bytes allocated through Rust's allocator (for the memory figures).
@@ -240,7 +240,7 @@ struct Run {
 /// decoded as it comes.
 fn run(runtime: &tokio::runtime::Runtime, events: &[Bytes], setting: Option<&Setting>) -> Run {
     let mut body = runtime.block_on(open(events.to_vec(), setting));
-    let mut decoder = Decoder::new(setting.map(|s| s.coding));
+    let mut decoder = Decoder::new(setting.map(|s| s.coding.as_str()));
     let mut wire = 0;
     let mut total = Duration::ZERO;
     let mut per_event = Vec::with_capacity(events.len());
@@ -517,63 +517,6 @@ fn ratio_tables(runtime: &tokio::runtime::Runtime, settings: &[Setting], scan: b
     }
 }
 
-/// An incremental decoder: everything written so far, decoded as far as it goes.
-enum Decoder {
-    Identity(Vec<u8>),
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Br(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
-    Zstd(zstd::zstd_safe::DCtx<'static>, Vec<u8>),
-}
-
-impl Decoder {
-    fn new(coding: Option<Coding>) -> Self {
-        match coding {
-            None => Self::Identity(Vec::new()),
-            Some(Coding::Gzip) => Self::Gzip(flate2::write::GzDecoder::new(Vec::new())),
-            Some(Coding::Br) => Self::Br(Box::new(brotli_decompressor::DecompressorWriter::new(
-                Vec::new(),
-                1 << 20,
-            ))),
-            Some(Coding::Zstd) => Self::Zstd(zstd::zstd_safe::DCtx::create(), Vec::new()),
-            Some(other) => unreachable!("{other}"),
-        }
-    }
-
-    /// Feeds `bytes` and returns everything decoded so far.
-    fn feed(&mut self, bytes: &[u8]) -> &[u8] {
-        match self {
-            Self::Identity(decoded) => {
-                decoded.extend_from_slice(bytes);
-                decoded
-            }
-            Self::Gzip(d) => {
-                d.write_all(bytes).unwrap();
-                d.flush().unwrap();
-                d.get_ref()
-            }
-            Self::Br(d) => {
-                d.write_all(bytes).unwrap();
-                d.flush().unwrap();
-                d.get_ref()
-            }
-            Self::Zstd(dctx, decoded) => {
-                let mut input = zstd::zstd_safe::InBuffer::around(bytes);
-                while !bytes.is_empty() {
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    let mut output = zstd::zstd_safe::OutBuffer::around(&mut buffer[..]);
-                    dctx.decompress_stream(&mut output, &mut input).unwrap();
-                    let written = output.pos();
-                    decoded.extend_from_slice(&buffer[..written]);
-                    if input.pos() == bytes.len() && written < buffer.len() {
-                        break;
-                    }
-                }
-                decoded
-            }
-        }
-    }
-}
-
 /// The instant the latency runs measure from (server and client are one process).
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -664,7 +607,7 @@ async fn latency_run(
         coding.map(Coding::as_str)
     );
     let mut body = response.into_body();
-    let mut decoder = Decoder::new(coding);
+    let mut decoder = Decoder::new(coding.map(Coding::as_str));
     let mut scanned = 0;
     let mut latencies = Vec::with_capacity(LATENCY_N);
     let mut wire = 0;

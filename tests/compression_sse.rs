@@ -15,7 +15,6 @@ mod support;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::poll_fn;
-use std::io::Write;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,63 +28,9 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use tokio_stream::StreamExt as _;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_sse::{Coding, Compression, SlowClient, SseLayer};
+use tower_sse_test_support::decode::Decoder;
 
 const CODINGS: [Coding; 3] = [Coding::Gzip, Coding::Br, Coding::Zstd];
-
-/// An incremental decoder: everything written so far, decoded as far as it goes.
-enum Decoder {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Br(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
-    Zstd(zstd::zstd_safe::DCtx<'static>, Vec<u8>),
-}
-
-impl Decoder {
-    fn new(coding: Coding) -> Self {
-        match coding {
-            Coding::Gzip => Self::Gzip(flate2::write::GzDecoder::new(Vec::new())),
-            // Its `flush` writes out at most one buffer of decoded bytes: a buffer larger than
-            // anything a test decodes at once.
-            Coding::Br => Self::Br(Box::new(brotli_decompressor::DecompressorWriter::new(
-                Vec::new(),
-                1 << 20,
-            ))),
-            Coding::Zstd => Self::Zstd(zstd::zstd_safe::DCtx::create(), Vec::new()),
-            _ => unreachable!(),
-        }
-    }
-
-    /// Feeds `bytes` and returns everything decoded so far.
-    fn feed(&mut self, bytes: &[u8]) -> &[u8] {
-        match self {
-            Self::Gzip(d) => {
-                d.write_all(bytes).unwrap();
-                d.flush().unwrap();
-                d.get_ref()
-            }
-            Self::Br(d) => {
-                d.write_all(bytes).unwrap();
-                d.flush().unwrap();
-                d.get_ref()
-            }
-            Self::Zstd(dctx, decoded) => {
-                let mut input = zstd::zstd_safe::InBuffer::around(bytes);
-                // No input, no progress (zstd calls that an error).
-                while !bytes.is_empty() {
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    let mut output = zstd::zstd_safe::OutBuffer::around(&mut buffer[..]);
-                    dctx.decompress_stream(&mut output, &mut input).unwrap();
-                    let written = output.pos();
-                    decoded.extend_from_slice(&buffer[..written]);
-                    // Everything decodable is out when the output had room left.
-                    if input.pos() == bytes.len() && written < buffer.len() {
-                        break;
-                    }
-                }
-                decoded
-            }
-        }
-    }
-}
 
 /// One step of a scripted inner body.
 #[derive(Debug, Clone)]
@@ -206,7 +151,7 @@ fn check_prefixes(steps: &[Step], coding: Coding) -> Result<(), TestCaseError> {
     prop_assert_eq!(none, None);
     prop_assert_eq!(encoding.as_deref(), Some(coding.as_str()));
     prop_assert_eq!(identity.len(), encoded.len(), "the same number of waits");
-    let mut decoder = Decoder::new(coding);
+    let mut decoder = Decoder::new(Some(coding.as_str()));
     let mut expected = Vec::new();
     let last = identity.len() - 1;
     for (k, (plain, packed)) in identity.iter().zip(&encoded).enumerate() {
@@ -278,7 +223,7 @@ fn heartbeats_during_idle_gaps_are_decodable_at_once() {
             .unwrap();
         let (encoded, _) = runtime.block_on(checkpoints(steps.clone(), Some(coding)));
         // Three heartbeats in the gap, each decodable in the checkpoint it was sent in.
-        let mut decoder = Decoder::new(coding);
+        let mut decoder = Decoder::new(Some(coding.as_str()));
         let mut heartbeats = 0;
         let mut seen = 0;
         for packed in &encoded {
@@ -332,7 +277,7 @@ async fn headers_of_a_compressed_stream() {
             None => body.to_vec(),
             Some(token) => {
                 let coding = CODINGS.into_iter().find(|c| c.as_str() == token).unwrap();
-                Decoder::new(coding).feed(&body).to_vec()
+                Decoder::new(Some(coding.as_str())).feed(&body).to_vec()
             }
         };
         assert_eq!(plain, b"retry: 3000\ndata: 1\n\n", "{accept}");
@@ -443,7 +388,7 @@ async fn loopback_each_event_decodes_while_the_stream_is_open() {
         );
         assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
         let mut body = response.into_body();
-        let mut decoder = Decoder::new(coding);
+        let mut decoder = Decoder::new(Some(coding.as_str()));
         let mut decoded_len = decoder.feed(&[]).len();
         let mut expected = b"retry: 3000\n".to_vec();
         for n in 0..50 {

@@ -16,6 +16,8 @@
 //! - [`browser`] (feature `browser`, on by default): headless Chromium launched for DevTools,
 //!   a Node with a global `WebSocket`, child processes killed on drop, for the browser tests
 //!   (with `js/devtools.mjs`, their shared DevTools client);
+//! - [`decode`] (feature `decoders`): an incremental gzip, br and zstd decoder, for the
+//!   compression tests and bench;
 //! - [`events_of`], [`split_wrapping`], [`eventually`], [`rss_bytes`]: small helpers.
 //!
 //! It depends on `tower-sse` itself (as h2-support depends on h2), with the hidden, unstable
@@ -34,6 +36,8 @@ pub mod bench_summary;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod checks;
+#[cfg(feature = "decoders")]
+pub mod decode;
 #[cfg(feature = "loopback")]
 pub mod dying_upstream;
 #[cfg(feature = "grpc")]
