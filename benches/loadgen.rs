@@ -42,7 +42,9 @@
 //!
 //! Bounded: about 2.5 minutes in full, 35 s with `--quick`; a watchdog ends the process if a
 //! phase hangs. Only 127.0.0.1 is used. `--only memory,firehose,paced,idle` and `--variant
-//! bare,sse,sse+buf,axum` narrow a run (to profile one case; ratios need `bare` in the run).
+//! bare,sse,sse+buf,axum` narrow a run (to profile one case; ratios need `bare` in the run);
+//! `--heartbeat-ms N` sets the memory and idle phases' interval (100 ms by default: 100,000
+//! heartbeats/s for 10,000 streams, more than two shared cores deliver on time).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -81,7 +83,20 @@ const PAYLOAD: &str = "{\"seq\":1,\"price\":101.25,\"symbol\":\"ACME\",\"side\":
 /// Events per frame in the batched firehose.
 const BATCH: usize = 10;
 const PACE: Duration = Duration::from_millis(1);
-const HEARTBEAT: Duration = Duration::from_millis(100);
+/// The heartbeat / keep-alive interval of the memory and idle phases: 100 ms, or
+/// `--heartbeat-ms N`.
+fn heartbeat() -> Duration {
+    static HEARTBEAT: OnceLock<Duration> = OnceLock::new();
+    *HEARTBEAT.get_or_init(|| {
+        let args: Vec<String> = std::env::args().collect();
+        let ms = args
+            .iter()
+            .position(|arg| arg == "--heartbeat-ms")
+            .and_then(|at| args.get(at + 1)?.parse().ok())
+            .unwrap_or(100);
+        Duration::from_millis(ms)
+    })
+}
 const VARIANTS: [&str; 4] = ["bare", "sse", "sse+buf", "axum"];
 
 /// Sizes of one run.
@@ -640,7 +655,7 @@ async fn open_idle(addr: SocketAddr, path: &'static str, n: usize) -> IdleStream
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Past the first heartbeats: every timer armed, every stream in its steady state.
-    tokio::time::sleep(HEARTBEAT * 3).await;
+    tokio::time::sleep(heartbeat() * 3).await;
     IdleStreams {
         clients,
         opened: opened.load(Ordering::SeqCst),
@@ -689,7 +704,7 @@ async fn idle_cpu(server: &Server, plan: &Plan) -> IdleCpu {
             .unwrap_or(0)
     };
     // Past the first heartbeats: every timer armed, every stream in its steady state.
-    tokio::time::sleep(HEARTBEAT * 3).await;
+    tokio::time::sleep(heartbeat() * 3).await;
     let h0 = ask().await;
     let (cpu0, stat0) = cpu_ns();
     let t0 = Instant::now();
@@ -913,7 +928,7 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
         report_paced(&plan, &rounds);
     }
     if select.runs("idle") {
-        let set = servers(Some(HEARTBEAT)).await;
+        let set = servers(Some(heartbeat())).await;
         let rounds = run_rounds(&set, select, plan.rounds, async |s| {
             idle_cpu(s, &plan).await
         })
@@ -930,7 +945,7 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
 /// `path`: `/idle` (bare never writes a body byte) or `/idle-primed` (every variant's stream
 /// writes one comment line first, so that hyper's write queue is in every variant).
 async fn memory(plan: &Plan, select: &Select, path: &'static str) {
-    let set = servers(Some(HEARTBEAT)).await;
+    let set = servers(Some(heartbeat())).await;
     let mut rounds: Vec<[f64; 4]> = Vec::new();
     let mut held = Vec::new();
     let mut opened = [0usize; 4];
@@ -959,9 +974,11 @@ async fn memory(plan: &Plan, select: &Select, path: &'static str) {
     }
     println!(
         "\nmemory ({path}): {} idle streams per variant and round, {} rounds, all held open to \
-         the end (HTTP/1.1, one connection each; heartbeat / keep-alive {HEARTBEAT:?}, bare: \
+         the end (HTTP/1.1, one connection each; heartbeat / keep-alive {:?}, bare: \
          none); VmRSS growth per stream, client and server side together",
-        plan.memory_streams, plan.memory_rounds
+        plan.memory_streams,
+        plan.memory_rounds,
+        heartbeat()
     );
     println!(
         "{:<9} {:>8} {:>12} {:>13}   per round",
@@ -1048,13 +1065,16 @@ fn report_idle(plan: &Plan, rounds: &[[IdleCpu; 4]]) {
     let streams = med(rounds, 0, |r| r.streams as f64);
     println!(
         "\nidle: {streams:.0} streams per variant (HTTP/1.1, one connection each), heartbeat / \
-         keep-alive {HEARTBEAT:?} (bare: none), {:?} CPU window; CPU of the servers' process \
-         (the clients run in a child process)",
+         keep-alive {:?} (bare: none), {:?} CPU window; CPU of the servers' process (the \
+         clients run in a child process); vs axum: per-round ratios of CPU cores, and of CPU per \
+         heartbeat (the one to read when the machine cannot deliver every heartbeat on time: \
+         hb/s below streams / interval)",
+        heartbeat(),
         plan.idle_window
     );
     println!(
-        "{:<9} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9}   per-round CPU cores",
-        "variant", "CPU cores", "(stat)", "hb/s", "CPU µs/hb", "cores@10k", "vs axum"
+        "{:<9} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9}   per-round CPU cores",
+        "variant", "CPU cores", "(stat)", "hb/s", "CPU µs/hb", "cores@10k", "vs axum", "µs/hb vs"
     );
     let axum = 3;
     for (v, name) in VARIANTS.iter().enumerate() {
@@ -1072,13 +1092,14 @@ fn report_idle(plan: &Plan, rounds: &[[IdleCpu; 4]]) {
             .map(|r| format!("{:.3}", r[v].cpu_cores))
             .collect();
         println!(
-            "{name:<9} {:>10.3} {:>10.3} {:>9.0} {:>11.2} {:>12.3} {:>9.3}   {}",
+            "{name:<9} {:>10.3} {:>10.3} {:>9.0} {:>11.2} {:>12.3} {:>9.3} {:>9.3}   {}",
             med(rounds, v, |r| r.cpu_cores),
             med(rounds, v, |r| r.cpu_cores_stat),
             med(rounds, v, |r| r.heartbeats_per_s),
             med(rounds, v, per_hb),
             med(rounds, v, at_10k),
             ratio(rounds, v, axum, |r| r.cpu_cores),
+            ratio(rounds, v, axum, per_hb),
             per_round.join(" ")
         );
     }
