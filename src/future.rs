@@ -150,6 +150,15 @@ fn wrap<B, M: Buffering<B>>(
     }
     parts.extensions.insert(Handled);
     if head {
+        // The headers a GET would get (RFC 9110, section 9.3.2), the coding included.
+        if let Some(coding) = coding
+            && !is_encoded(&parts.headers)
+        {
+            parts.headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.as_str()),
+            );
+        }
         return Response::from_parts(parts, SseBody::passthrough(body));
     }
     if is_encoded(&parts.headers) {
