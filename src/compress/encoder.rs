@@ -141,6 +141,10 @@ impl Encoder {
             }
             self.next = next;
             if !out.is_empty() {
+                // A flushed event is a few dozen bytes in a 4 KiB chunk: hand on only what it
+                // needs, as the frame may wait in the connection's send queue behind a slow
+                // client (usually an in-place shrink by the allocator).
+                out.shrink_to_fit();
                 return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
             }
         }

@@ -10,7 +10,7 @@
 //! ```no_run
 //! use tower_sse_test_support::browser::{self, Chromium};
 //!
-//! let (Some(mut chromium), Some(mut node)) = (Chromium::launch(), browser::node()) else {
+//! let (Some(chromium), Some(mut node)) = (Chromium::launch(), browser::node()) else {
 //!     eprintln!("chromium or node not installed: skipped");
 //!     return;
 //! };
