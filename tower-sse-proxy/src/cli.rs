@@ -133,7 +133,9 @@ pub(crate) struct StreamArgs {
     /// 1MiB, like nginx's client_max_body_size; 0 turns the limit off).
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub(crate) max_body: Option<usize>,
-    /// How far the final `retry:` hint of a drain or lifetime end moves, 0 to 1 (default 0.2).
+    /// How far each stream's `retry:` hints move at random, ± this fraction, 0 to 1: the hint
+    /// at the stream's start and the one at its end (default 0.2; a drain's final hint moves at
+    /// least 20 %).
     #[arg(long, value_name = "FRACTION")]
     pub(crate) retry_jitter: Option<f64>,
     /// How far the lifetime is shortened at random, 0 to 1 (default 0.2).
@@ -171,9 +173,9 @@ pub(crate) struct StreamArgs {
     pub(crate) max_event: Option<usize>,
     /// Compress event streams for clients that accept it (Accept-Encoding), flushed whenever
     /// the stream waits so that no event is delayed: the codings in order of preference
-    /// (default zstd,br,gzip; `off` for none).
+    /// (default zstd,gzip,br; `off` for none).
     #[arg(long, value_name = "CODINGS", num_args = 0..=1,
-          default_missing_value = "zstd,br,gzip", value_parser = codings)]
+          default_missing_value = "zstd,gzip,br", value_parser = codings)]
     pub(crate) compress: Option<CodingList>,
 }
 

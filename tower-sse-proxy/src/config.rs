@@ -159,7 +159,7 @@ struct Section {
     compress: Option<CompressValue>,
 }
 
-/// `compress = true` (every coding, best ratio first), `false`, or `"zstd,br,gzip"`.
+/// `compress = true` (every coding, zstd, gzip, br), `false`, or a list like `"zstd,gzip,br"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum CompressValue {

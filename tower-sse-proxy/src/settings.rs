@@ -464,8 +464,10 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// The codings of `compress` without a list: the best ratio on JSON event streams first.
-pub(crate) const DEFAULT_CODINGS: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
+/// The codings of `compress` without a list, the library's default order: zstd (the smallest
+/// encoder state per stream, 60 KiB), gzip (154 KiB), br (315 KiB); their ratios on JSON event
+/// streams are within 0.01x of each other.
+pub(crate) const DEFAULT_CODINGS: [Coding; 3] = [Coding::Zstd, Coding::Gzip, Coding::Br];
 
 /// Parses a list of codings, `zstd,br,gzip` (`+` separates them too, for `--route` whose items
 /// are separated by commas); `off` (or `none`) is the empty list, compression off.
@@ -757,7 +759,7 @@ mod tests {
         let global = parse_route("/=compress").unwrap().1;
         let off = parse_route("/a/=compress:off").unwrap().1.inherit(&global);
         assert_eq!(off.compress, Some(Vec::new()));
-        assert_eq!(codings_text(&DEFAULT_CODINGS), "zstd,br,gzip");
+        assert_eq!(codings_text(&DEFAULT_CODINGS), "zstd,gzip,br");
         assert_eq!(codings_text(&[]), "off");
     }
 

@@ -348,7 +348,7 @@ async fn a_malformed_request_body_gets_400_and_a_garbage_upstream_head_gets_502_
         addr,
         b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
         None,
-        Duration::from_secs(3),
+        Duration::from_secs(15),
     )
     .await;
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
