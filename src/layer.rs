@@ -387,6 +387,12 @@ impl<M> SseLayer<M> {
     /// let response = service.oneshot(request).await.unwrap();
     /// assert_eq!(response.headers()[header::VARY], "accept-encoding");
     /// assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache, no-transform");
+    /// // Equal q-values: the first coding compiled in, in the default order zstd, gzip, br.
+    /// let preferred = [Coding::Zstd, Coding::Gzip, Coding::Br].into_iter().find(|c| c.is_available());
+    /// assert_eq!(
+    ///     response.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap()),
+    ///     preferred.map(Coding::as_str),
+    /// );
     /// let body = response.into_body().collect().await.unwrap().to_bytes();
     /// if Coding::Zstd.is_available() {
     ///     // zstd's frame magic number, then the compressed event.
