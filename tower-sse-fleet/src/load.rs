@@ -590,7 +590,7 @@ async fn stream_once(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+        .is_some_and(is_event_stream);
     if response.status() != http::StatusCode::OK || !is_stream {
         driver.abort();
         return Ended::Fail(response.status());
@@ -615,6 +615,13 @@ async fn stream_once(
     shared.close_buckets.add(Instant::now());
     driver.abort();
     Ended::Reconnect
+}
+
+/// Whether a `Content-Type` value's media type (its essence) is `text/event-stream`, as
+/// `EventSource` requires.
+fn is_event_stream(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case("text/event-stream")
 }
 
 #[cfg(test)]
@@ -707,6 +714,21 @@ mod tests {
                 id: String::new()
             }]
         );
+    }
+
+    #[test]
+    fn only_the_event_stream_media_type_is_a_stream() {
+        for (value, expected) in [
+            ("text/event-stream", true),
+            ("Text/Event-Stream; charset=utf-8", true),
+            (" text/event-stream ;x=y", true),
+            ("text/event-streams", false),
+            ("text/event-stream-x", false),
+            ("text/plain", false),
+            ("", false),
+        ] {
+            assert_eq!(is_event_stream(value), expected, "{value:?}");
+        }
     }
 
     #[test]
