@@ -15,8 +15,8 @@ use tokio_stream::wrappers::IntervalStream;
 use tower_sse::{CloseReason, MetricsSnapshot, SseMetrics};
 
 use crate::jobs::{
-    AppState, DEFAULT_DELAY_MS, DEFAULT_TOTAL, JobStream, MAX_DELAY_MS, MAX_TOTAL, last_event_id,
-    lock, run_job,
+    AppState, DEFAULT_DELAY_MS, DEFAULT_TOTAL, JobStream, MAX_DELAY_MS, MAX_JOBS, MAX_TOTAL,
+    last_event_id, lock, run_job,
 };
 
 const INDEX_HTML: &str = include_str!("index.html");
@@ -44,6 +44,14 @@ fn bad_name() -> Response {
     (
         StatusCode::BAD_REQUEST,
         "job names are 1-64 characters of A-Z a-z 0-9 - _\n",
+    )
+        .into_response()
+}
+
+fn too_many_jobs() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("this demo keeps at most {MAX_JOBS} jobs\n"),
     )
         .into_response()
 }
@@ -100,7 +108,9 @@ pub(crate) async fn start_job(
         Ok(params) => params,
         Err(message) => return (StatusCode::BAD_REQUEST, message + "\n").into_response(),
     };
-    let job = state.app.job(&name);
+    let Some(job) = state.app.job(&name) else {
+        return too_many_jobs();
+    };
     let mut inner = lock(&job.inner);
     if let Some(worker) = inner.worker.take() {
         worker.abort();
@@ -141,7 +151,9 @@ pub(crate) async fn cut_job(State(state): State<AppRef>, Path(name): Path<String
     if !valid_name(&name) {
         return bad_name();
     }
-    let job = state.app.job(&name);
+    let Some(job) = state.app.job(&name) else {
+        return too_many_jobs();
+    };
     let streams = job.streams.load(Ordering::Relaxed);
     job.cut.send_modify(|generation| *generation += 1);
     tracing::info!(job = %name, streams, "cut the job's event streams");
@@ -152,7 +164,9 @@ pub(crate) async fn job_state(State(state): State<AppRef>, Path(name): Path<Stri
     if !valid_name(&name) {
         return bad_name();
     }
-    let job = state.app.job(&name);
+    let Some(job) = state.app.job(&name) else {
+        return too_many_jobs();
+    };
     let inner = lock(&job.inner);
     let failures = inner
         .failures
@@ -181,7 +195,9 @@ pub(crate) async fn job_events(
     if !valid_name(&name) {
         return bad_name();
     }
-    let job = state.app.job(&name);
+    let Some(job) = state.app.job(&name) else {
+        return too_many_jobs();
+    };
     let last = last_event_id(&headers);
     Sse::new(JobStream::open(job, last).into_stream()).into_response()
 }

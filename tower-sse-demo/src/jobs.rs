@@ -19,6 +19,8 @@ pub(crate) const DEFAULT_TOTAL: u32 = 300;
 pub(crate) const DEFAULT_DELAY_MS: u64 = 15;
 pub(crate) const MAX_TOTAL: u32 = 100_000;
 pub(crate) const MAX_DELAY_MS: u64 = 1_000;
+/// The most jobs the server keeps.
+pub(crate) const MAX_JOBS: usize = 1_000;
 /// Records whose id is a multiple of this fail.
 const FAIL_EVERY: u32 = 17;
 
@@ -28,12 +30,20 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn job(&self, name: &str) -> Arc<Job> {
+    /// The job called `name`, made on first use; `None` when [`MAX_JOBS`] jobs exist and `name`
+    /// is not one of them (jobs are never removed: without a bound, a client could grow the
+    /// server's memory one name at a time).
+    pub(crate) fn job(&self, name: &str) -> Option<Arc<Job>> {
         let mut jobs = lock(&self.jobs);
-        Arc::clone(
-            jobs.entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Job::new(name))),
-        )
+        if let Some(job) = jobs.get(name) {
+            return Some(Arc::clone(job));
+        }
+        if jobs.len() >= MAX_JOBS {
+            return None;
+        }
+        let job = Arc::new(Job::new(name));
+        jobs.insert(name.to_owned(), Arc::clone(&job));
+        Some(job)
     }
 }
 
@@ -286,6 +296,17 @@ mod tests {
         // From another process.
         assert_eq!(resume(10, 5, Some(16)), Resume::Reset);
         assert_eq!(resume(0, 0, Some(1)), Resume::Reset);
+    }
+
+    #[test]
+    fn jobs_are_bounded_and_existing_ones_stay_reachable() {
+        let state = AppState::default();
+        for n in 0..MAX_JOBS {
+            assert!(state.job(&format!("job-{n}")).is_some());
+        }
+        assert!(state.job("one-too-many").is_none());
+        let again = state.job("job-7").map(|job| job.name.clone());
+        assert_eq!(again.as_deref(), Some("job-7"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! skipped with a message.
 //!
 //! Cargo builds the demo for this test (`CARGO_BIN_EXE_tower-sse-demo`); the test starts it on
-//! `127.0.0.1:0` and leaves a screenshot at `target/e2e/demo.png` in the workspace.
+//! `127.0.0.1:0` and leaves a screenshot at `e2e/demo.png` in the target directory.
 
 #![allow(
     clippy::unwrap_used,
@@ -56,7 +56,10 @@ fn the_demo_reaches_100_percent_in_chromium_and_survives_server_cuts() {
         .trim_end_matches('/')
         .to_owned();
 
-    let shots = root().join("..").join("target").join("e2e");
+    // The workspace's target directory, or the one `CARGO_TARGET_DIR` names.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("..").join("target"), PathBuf::from);
+    let shots = target.join("e2e");
     std::fs::create_dir_all(&shots).unwrap();
     let screenshot = shots.join("demo.png");
     let started = Instant::now();
