@@ -243,7 +243,7 @@ impl<B> Buffering<B> for Unbuffered {
 impl<B> Buffering<B> for Buffered
 where
     B: Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + 'static,
     B::Error: Into<BoxError>,
 {
     fn start(

@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::Body;
 use tokio::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::timer::Timer;
 pub(crate) async fn pump<B>(body: B, shared: Arc<Shared>, heartbeat: Option<std::time::Duration>)
 where
     B: Body,
+    B::Data: 'static,
     B::Error: Into<BoxError>,
 {
     let mut body = pin!(body);
@@ -51,6 +52,7 @@ fn poll_pump<B>(
 ) -> Poll<()>
 where
     B: Body,
+    B::Data: 'static,
     B::Error: Into<BoxError>,
 {
     loop {
@@ -98,8 +100,9 @@ where
             match body.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
-                        Ok(mut data) => {
-                            let data = data.copy_to_bytes(data.remaining());
+                        Ok(data) => {
+                            // Moved when it already is `Bytes` (see `body::into_bytes`).
+                            let data = crate::body::into_bytes(data);
                             enqueue(data, shared, scanner, cuts, now);
                             continue;
                         }

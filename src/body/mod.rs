@@ -156,7 +156,7 @@ where
 /// `<Bytes as Buf>::copy_to_bytes` instead costs a call the compiler does not inline, and that
 /// call reads back the `Bytes` just written to the stack with wider loads than the stores that
 /// wrote it (a store-forwarding stall): 40 % of a passthrough frame's cost in a profile.
-fn into_bytes<D: Buf + 'static>(data: D) -> Bytes {
+pub(crate) fn into_bytes<D: Buf + 'static>(data: D) -> Bytes {
     let mut data = Some(data);
     if let Some(bytes) = (&mut data as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
         return bytes.take().unwrap_or_default();
