@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::detect::{is_encoded, is_event_stream};
 use crate::headers::{fix_event_stream_headers, merge_vary};
 use crate::overrides::SseOverride;
+use crate::resume::GaveUp;
 
 /// Marks a response an `SseLayer` already handled, so that nested layers do not inject twice.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +138,7 @@ fn wrap<B, M: Buffering<B>>(
         return Response::from_parts(parts, SseBody::passthrough(body));
     }
     let overrides = parts.extensions.get::<SseOverride>().cloned();
+    let gave_up = parts.extensions.get::<GaveUp>().cloned();
     if parts.extensions.get::<Handled>().is_some()
         || overrides.as_ref().is_some_and(SseOverride::is_skip)
     {
@@ -185,7 +187,10 @@ fn wrap<B, M: Buffering<B>>(
         Ok(receiver) => Upstream::queued(receiver),
         Err(body) => Upstream::direct(body),
     };
-    let body = SseBody::sse(Some(upstream), Arc::clone(config), settings);
+    let mut body = SseBody::sse(Some(upstream), Arc::clone(config), settings);
+    if let Some(gave_up) = gave_up {
+        body = body.with_resume(gave_up);
+    }
     match encoder(config, coding) {
         Some(encoder) => {
             parts.headers.insert(

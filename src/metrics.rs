@@ -22,11 +22,17 @@ pub enum CloseReason {
     Shutdown,
     /// The client stopped reading and the slow-client policy ended the stream.
     SlowClient,
+    /// The inner body ended (or failed) after a [`ResumeLayer`](crate::ResumeLayer) inside this
+    /// layer gave up resuming it: its attempts failed, the upstream answered 204, no id had been
+    /// seen, or the stream had been resumed [`max_resumes`](crate::ResumeLayer::max_resumes)
+    /// times. Without resume, or when resume went on, such an end counts as
+    /// [`UpstreamEnded`](Self::UpstreamEnded) or [`UpstreamError`](Self::UpstreamError).
+    ResumeGivenUp,
 }
 
 impl CloseReason {
     /// Every reason, in a stable order (for exporting counters).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::UpstreamEnded,
         Self::UpstreamError,
         Self::ClientGone,
@@ -34,6 +40,7 @@ impl CloseReason {
         Self::Lifetime,
         Self::Shutdown,
         Self::SlowClient,
+        Self::ResumeGivenUp,
     ];
 
     /// A short `snake_case` name, suitable as a metrics label.
@@ -46,6 +53,7 @@ impl CloseReason {
             Self::Lifetime => "lifetime",
             Self::Shutdown => "shutdown",
             Self::SlowClient => "slow_client",
+            Self::ResumeGivenUp => "resume_given_up",
         }
     }
 
@@ -157,7 +165,7 @@ impl CloseSlot {
     /// Records `reason` and counts it in `metrics`, unless a close was recorded before. Returns
     /// the reason that stands, and whether it is this one.
     pub(crate) fn close(&self, metrics: &SseMetrics, reason: CloseReason) -> (CloseReason, bool) {
-        #[expect(clippy::cast_possible_truncation, reason = "seven reasons")]
+        #[expect(clippy::cast_possible_truncation, reason = "eight reasons")]
         let code = reason.index() as u8 + 1;
         match self
             .0

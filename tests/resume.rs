@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_sse::resume::GiveUpReason;
-use tower_sse::{ResumeLayer, ResumeMetrics, SseLayer};
+use tower_sse::{CloseReason, ResumeLayer, ResumeMetrics, SseLayer};
 use tower_sse_test_support::dying_upstream::{
     Plan, answer, dying_upstream, event, read_last_event_id,
 };
@@ -647,6 +647,51 @@ async fn frames_at_event_boundaries_pass_at_once_and_others_wait_for_their_event
     tx.send_data(Bytes::from_static(b"\n")).await.unwrap();
     let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(frame, "id: 3\ndata: c\n\n");
+}
+
+/// An outer `SseLayer` counts a stream that resume gave up on as `ResumeGivenUp`, not as an
+/// upstream end; a stream resume went on with ends as usual.
+#[tokio::test(start_paused = true)]
+async fn an_outer_sse_layer_counts_a_given_up_resume_as_its_close_reason() {
+    let unavailable = || {
+        let mut response = scripted(Vec::new());
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        response
+    };
+    let (upstream, _) = answers(vec![
+        // Given up: one interruption, then every attempt fails.
+        scripted(vec![data(b"id: 1\ndata: a\n\n"), reset()]),
+        unavailable(),
+        unavailable(),
+        // Resumed once, then a clean end (not resumed without `resume_on_end`).
+        scripted(vec![data(b"id: 1\ndata: a\n\n"), reset()]),
+        scripted(vec![data(b"id: 2\ndata: b\n\n")]),
+    ]);
+    let sse = SseLayer::new().no_heartbeat().no_retry();
+    let metrics = sse.metrics_handle();
+    let service = ServiceBuilder::new()
+        .layer(sse)
+        .layer(
+            ResumeLayer::new()
+                .retry(Duration::from_secs(1))
+                .jitter(0.0)
+                .resume_attempts(2),
+        )
+        .service(upstream);
+    let response = service.clone().oneshot(get()).await.unwrap();
+    let (bytes, error) = read_all(response.into_body()).await;
+    assert_eq!(error, None);
+    assert_eq!(bytes, b"id: 1\ndata: a\n\nretry: 1000\n");
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.closed(CloseReason::ResumeGivenUp), 1);
+    assert_eq!(snapshot.closed(CloseReason::UpstreamEnded), 0);
+
+    let response = service.oneshot(get()).await.unwrap();
+    let (bytes, _) = read_all(response.into_body()).await;
+    assert_eq!(bytes, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.closed(CloseReason::ResumeGivenUp), 1);
+    assert_eq!(snapshot.closed(CloseReason::UpstreamEnded), 1);
 }
 
 #[tokio::test(start_paused = true)]

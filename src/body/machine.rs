@@ -17,6 +17,7 @@ use crate::BoxError;
 use crate::compress::Encoder;
 use crate::config::{Config, DRAIN_RETRY_JITTER, Settings};
 use crate::metrics::{CloseReason, CloseSlot};
+use crate::resume::GaveUp;
 use crate::scanner::{LineEnd, Scanner, bom_prefix};
 use crate::timer::SharedTimer;
 use crate::{inject, jitter};
@@ -96,6 +97,9 @@ pub(super) struct Rare {
     encoder: Option<Box<Encoder>>,
     /// A frame or an error of the inner body that came after merged data, for the next poll.
     stash: Option<Box<Result<Frame<Bytes>, BoxError>>>,
+    /// Set by a `ResumeLayer` inside when it gave up on the stream: its end is counted as
+    /// `CloseReason::ResumeGivenUp`.
+    resume: Option<GaveUp>,
 }
 
 impl Machine {
@@ -114,6 +118,11 @@ impl Machine {
     #[cfg(test)]
     pub(super) const fn has_rare(&self) -> bool {
         self.state.rare.is_some()
+    }
+
+    /// Counts the end as `CloseReason::ResumeGivenUp` when `gave_up` is set by then.
+    pub(super) fn set_resume(&mut self, gave_up: GaveUp) {
+        self.state.rare().resume = Some(gave_up);
     }
 
     /// Compresses the stream's output with `encoder`.
@@ -324,6 +333,18 @@ impl State {
     }
 
     fn finish(&mut self, reason: CloseReason) {
+        let gave_up = || {
+            self.rare
+                .as_ref()
+                .and_then(|rare| rare.resume.as_ref())
+                .is_some_and(GaveUp::is_set)
+        };
+        let reason = match reason {
+            CloseReason::UpstreamEnded | CloseReason::UpstreamError if gave_up() => {
+                CloseReason::ResumeGivenUp
+            }
+            reason => reason,
+        };
         self.tally.finish(&self.config.metrics, reason);
     }
 

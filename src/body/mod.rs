@@ -26,6 +26,7 @@ use pin_project_lite::pin_project;
 use crate::BoxError;
 use crate::compress::Encoder;
 use crate::config::{Config, Settings};
+use crate::resume::GaveUp;
 use machine::Machine;
 pub(crate) use upstream::Upstream;
 
@@ -88,6 +89,15 @@ impl<B> SseBody<B> {
                 machine: Box::new(Machine::new(config, settings, shared_close)),
             },
         }
+    }
+
+    /// Counts the stream's end as [`CloseReason::ResumeGivenUp`](crate::CloseReason) when
+    /// `gave_up` is set by then (a `ResumeLayer` inside gave up on it).
+    pub(crate) fn with_resume(mut self, gave_up: GaveUp) -> Self {
+        if let Inner::Sse { machine, .. } = &mut self.inner {
+            machine.set_resume(gave_up);
+        }
+        self
     }
 
     /// Encodes the event stream's output with `new` (a passthrough body is left as it is).

@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::future::is_stream;
 use super::layer::Config;
-use super::metrics::{GiveUpReason, ResumeMetrics};
+use super::metrics::{GaveUp, GiveUpReason, ResumeMetrics};
 use super::service::Replay;
 use super::tracker::Tracker;
 use crate::BoxError;
@@ -98,6 +98,7 @@ where
         replay: Replay,
         config: Config,
         metrics: ResumeMetrics,
+        gave_up: GaveUp,
     ) -> Self {
         let head = replay.method == http::Method::HEAD;
         Self {
@@ -122,6 +123,7 @@ where
                         resumes: 0,
                         wait: Duration::ZERO,
                         last_id: LastId::Original,
+                        gave_up,
                     },
                 }),
             },
@@ -197,6 +199,8 @@ struct State<S> {
     /// The wait before each request of this interruption, before jitter.
     wait: Duration,
     last_id: LastId,
+    /// Set when a give-up ends the client's stream, for an outer `SseLayer`'s close reason.
+    gave_up: GaveUp,
 }
 
 impl<S> State<S> {
@@ -357,6 +361,9 @@ impl<S> State<S> {
 
     fn give_up(&self, reason: GiveUpReason) {
         self.metrics.gave_up(reason);
+        if reason.ends_stream() {
+            self.gave_up.set();
+        }
         tracing::info!(
             target: "tower_sse::resume",
             last_event_id = %self.last_id_text(),

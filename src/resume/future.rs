@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::body::ResumeBody;
 use super::layer::Config;
-use super::metrics::ResumeMetrics;
+use super::metrics::{GaveUp, ResumeMetrics};
 use super::service::Replay;
 use crate::detect::is_event_stream;
 
@@ -71,11 +71,15 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let replay = this.replay.take().filter(|_| is_stream(&response));
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let body = match replay {
             Some((replay, service)) => {
                 this.metrics.stream();
-                ResumeBody::resume(body, service, replay, *this.config, this.metrics.clone())
+                // For an outer `SseLayer`: how the stream ended, if resume gave up.
+                let gave_up = GaveUp::default();
+                parts.extensions.insert(gave_up.clone());
+                let metrics = this.metrics.clone();
+                ResumeBody::resume(body, service, replay, *this.config, metrics, gave_up)
             }
             None => ResumeBody::passthrough(body),
         };

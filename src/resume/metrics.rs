@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Why a resume was given up, and the client's stream ended (or went on without resume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -242,5 +242,21 @@ mod tests {
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.gave_up_total(), 6);
         assert_eq!(snapshot.ended_streams(), 4);
+    }
+}
+
+/// Set by a [`ResumeBody`](crate::ResumeBody) when it gives up in a way that ends the client's
+/// stream; read by an outer `SseLayer` (it finds it in the response's extensions) to count the
+/// end as [`CloseReason::ResumeGivenUp`](crate::CloseReason::ResumeGivenUp).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GaveUp(Arc<AtomicBool>);
+
+impl GaveUp {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Relaxed);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Relaxed)
     }
 }

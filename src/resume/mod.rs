@@ -141,5 +141,6 @@ mod tracker;
 pub use body::ResumeBody;
 pub use future::ResponseFuture;
 pub use layer::ResumeLayer;
+pub(crate) use metrics::GaveUp;
 pub use metrics::{GiveUpReason, ResumeMetrics, ResumeSnapshot};
 pub use service::ResumeService;
