@@ -417,22 +417,9 @@ async fn the_admin_listener_serves_metrics_health_and_readiness_that_turns_503_w
     }
 
     // A held stream keeps the drain going; readiness turns 503 at once.
-    let mut held = TcpStream::connect(addr).await.unwrap();
-    held.write_all(b"GET /hold/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
     // The stream must be open before the signal: under load the proxy may not have read the
     // request yet, and a drain with no stream ends (and the process exits) at once.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "the held stream closed before its head");
-        head.extend_from_slice(&buf[..n]);
-    }
+    let (_held, _) = support::hold_stream(addr, "x", "/hold/events").await;
     proxy.signal("-TERM");
     let started = Instant::now();
     loop {
@@ -899,22 +886,7 @@ async fn the_admin_metrics_have_a_histogram_of_stream_durations_by_route() {
     // stream the client holds for 300 ms before leaving.
     get(addr, "x", "/events", true).await;
     get(addr, "x", "/json", false).await;
-    let mut held = TcpStream::connect(addr).await.unwrap();
-    held.write_all(
-        b"GET /feeds/hold/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "the held stream closed before its head");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (held, _) = support::hold_stream(addr, "x", "/feeds/hold/events").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(held);
 

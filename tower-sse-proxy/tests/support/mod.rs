@@ -135,3 +135,30 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Opens `path` on `host` as an event stream over raw HTTP/1.1 and reads until its response
+/// head is in (within 5 s per read): the stream is then open in the proxy, so that a drain or a
+/// reload that follows sees it. Returns the connection and the bytes read so far.
+pub async fn hold_stream(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+    held.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the held stream closed before its head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    (held, head)
+}
