@@ -156,6 +156,7 @@ pub mod backpressure;
 mod body;
 pub mod compress;
 mod config;
+mod data;
 mod detect;
 mod error;
 mod future;

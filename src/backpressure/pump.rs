@@ -101,8 +101,8 @@ where
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
                         Ok(data) => {
-                            // Moved when it already is `Bytes` (see `body::into_bytes`).
-                            let data = crate::body::into_bytes(data);
+                            // Moved when it already is `Bytes` (see `data::into_bytes`).
+                            let data = crate::data::into_bytes(data);
                             enqueue(data, shared, scanner, cuts, now);
                             continue;
                         }

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::into_bytes;
 use crate::BoxError;
 use crate::backpressure::Receiver;
+use crate::data::into_bytes;
 use crate::metrics::CloseSlot;
 
 pin_project! {

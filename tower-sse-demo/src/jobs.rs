@@ -13,7 +13,7 @@ use futures_util::stream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::handlers::json_str;
+use crate::json::json_str;
 
 pub(crate) const DEFAULT_TOTAL: u32 = 300;
 pub(crate) const DEFAULT_DELAY_MS: u64 = 15;

@@ -31,10 +31,11 @@
 //! (default `info,tower_sse=debug`, on stderr). Ctrl-C drains the streams and exits.
 //!
 //! The files: `jobs.rs` holds the jobs and their event logs, `handlers.rs` the HTTP handlers,
-//! this file the command line, the router and the drain.
+//! `json.rs` the JSON string escaping, this file the command line, the router and the drain.
 
 mod handlers;
 mod jobs;
+mod json;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
