@@ -15,10 +15,9 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::future::is_stream;
-use super::layer::Config;
+use super::config::Config;
 use super::metrics::{GaveUp, GiveUpReason, ResumeMetrics};
-use super::service::Replay;
+use super::replay::{Replay, is_stream};
 use super::tracker::Tracker;
 use crate::BoxError;
 use crate::jitter::jittered_millis;

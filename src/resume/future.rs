@@ -6,15 +6,14 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::ResumeBody;
-use super::layer::Config;
+use super::config::Config;
 use super::metrics::{GaveUp, ResumeMetrics};
-use super::service::Replay;
-use crate::detect::is_event_stream;
+use super::replay::{Replay, is_stream};
 
 pin_project! {
     /// The response future of [`ResumeService`](crate::ResumeService).
@@ -49,15 +48,6 @@ impl<F, S, ReqBody> fmt::Debug for ResponseFuture<F, S, ReqBody> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
-}
-
-/// Whether a response is an event stream that can be continued.
-pub(crate) fn is_stream<B>(response: &Response<B>) -> bool {
-    let status = response.status();
-    status.is_success()
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::RESET_CONTENT
-        && is_event_stream(response.headers())
 }
 
 impl<F, S, ReqBody, B, E> Future for ResponseFuture<F, S, ReqBody>

@@ -132,9 +132,11 @@
 //! ```
 
 mod body;
+mod config;
 mod future;
 mod layer;
 mod metrics;
+mod replay;
 mod service;
 mod tracker;
 

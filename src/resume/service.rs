@@ -3,14 +3,15 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
 use super::body::ResumeBody;
+use super::config::Config;
 use super::future::ResponseFuture;
-use super::layer::Config;
 use super::metrics::ResumeMetrics;
+use super::replay::Replay;
 use crate::macros::define_inner_service_accessors;
 
 /// Middleware that resumes an interrupted upstream event stream inside the client's open
@@ -67,45 +68,6 @@ impl<S: fmt::Debug> fmt::Debug for ResumeService<S> {
             .field("inner", &self.inner)
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// What a request that may be sent again is rebuilt from.
-#[derive(Debug, Clone)]
-pub(crate) struct Replay {
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) version: Version,
-    pub(crate) headers: HeaderMap,
-}
-
-impl Replay {
-    /// The parts of `request` when it may be sent again: `GET` or `HEAD` without a body.
-    fn of<B: Body>(request: &Request<B>) -> Option<Self> {
-        let method = request.method();
-        if method != Method::GET && method != Method::HEAD {
-            return None;
-        }
-        let body = request.body();
-        if !body.is_end_stream() && body.size_hint().exact() != Some(0) {
-            return None;
-        }
-        Some(Self {
-            method: method.clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-        })
-    }
-
-    /// The request again, with an empty body.
-    pub(crate) fn request<B: Default>(&self) -> Request<B> {
-        let mut request = Request::new(B::default());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        request
     }
 }
 
