@@ -18,6 +18,7 @@
 //! with the port actually bound). Exit codes: 0 after a clean shutdown, 1 for a runtime failure
 //! (an address that cannot be bound), 2 for bad arguments or a bad config file.
 
+mod activity;
 mod admin;
 mod cli;
 mod config;

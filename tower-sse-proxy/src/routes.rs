@@ -14,10 +14,10 @@ use tower::{Layer as _, ServiceExt as _};
 use tower_sse::{ResumeLayer, SseBody, SseShutdown};
 use tracing::Instrument as _;
 
+use crate::activity::{Activity, RequestGuard};
 use crate::admin::Stats;
 use crate::config::{Config, Route};
 use crate::guard::{Guarded, StreamClock};
-use crate::server::{Activity, RequestGuard};
 use crate::upstream::{self, ClientAddr, ClientTls, Forward, ProxyBody};
 
 /// One route's stack, type-erased: routes with and without a slow-client buffer have stacks of

@@ -8,7 +8,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Sleep;
 use tracing::Instrument as _;
 
+use crate::activity::Activity;
 use crate::routes::{self, Current};
 
 /// Bytes after which the HTTP version is known (the HTTP/2 preface's length).
@@ -69,65 +69,6 @@ impl Graceful {
 
     fn watcher(&self) -> tokio::sync::watch::Receiver<bool> {
         self.signal.subscribe()
-    }
-}
-
-/// The requests of one connection: how many have started, how many are in progress (from the
-/// service call until the response body is dropped, that is sent or abandoned). The keep-alive
-/// timeout and the first-head deadline read it.
-#[derive(Debug, Default)]
-pub(crate) struct Activity {
-    started: AtomicU64,
-    in_progress: AtomicUsize,
-    changed: tokio::sync::Notify,
-}
-
-impl Activity {
-    /// Counts a request that starts now; it is in progress until the guard is dropped.
-    pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
-        self.started.fetch_add(1, Ordering::SeqCst);
-        self.in_progress.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
-        RequestGuard(Arc::clone(self))
-    }
-
-    /// Resolves once no request has been in progress, and none has started, for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        let mut seen = None;
-        let mut since = tokio::time::Instant::now();
-        loop {
-            // Registered before the counters are read: no change is missed.
-            let mut changed = std::pin::pin!(self.changed.notified());
-            changed.as_mut().enable();
-            let now = (
-                self.started.load(Ordering::SeqCst),
-                self.in_progress.load(Ordering::SeqCst) == 0,
-            );
-            if seen != Some(now) {
-                seen = Some(now);
-                since = tokio::time::Instant::now();
-            }
-            if !now.1 {
-                changed.await;
-                continue;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(since + limit) => return,
-                () = changed => {}
-            }
-        }
-    }
-}
-
-/// A request in progress on its connection (see [`Activity`]), until dropped with the response
-/// body.
-#[derive(Debug)]
-pub(crate) struct RequestGuard(Arc<Activity>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.in_progress.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
     }
 }
 
@@ -392,7 +333,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.deadline.is_some() && this.activity.started.load(Ordering::SeqCst) > 0 {
+        if this.deadline.is_some() && this.activity.any_started() {
             this.deadline = None;
         }
         let before = buf.filled().len();
