@@ -40,3 +40,27 @@ pair rolling-restart-nojitter rolling-deploy rolling-without rolling-nojitter
 pair instance-loss instance-loss loss-without loss-with
 pair lifetime-rotation lifetime-rotation lifetime-without lifetime-with
 pair app-restart app-restart app-without app-resume
+
+# Run E (docs/fleet/loopback-run-e/: the machine ran nothing but the fleet), against the
+# simulation calibrated on that run's own closes (the -closes columns against
+# loopback-actions.txt): a killed proxy's streams ended 0-100 ms after the kill, over ~300 ms;
+# a restarted app's 300 ms after its SIGTERM, over ~500 ms, and the script restarts the apps
+# 6 s apart (the proxies 10 s apart).
+E=$D/loopback-run-e
+if [[ -f $E/loopback-loss-without.csv ]]; then
+  SIM=(--instances 3 --clients 3000 --drain-window 8s --start 8s --restart 1s --down 5s
+    --lifetime 12s --apps 2 --ramp 3s --out $E --prefix sim)
+  $B simulate "${SIM[@]}" --step 10s --close-delay 50ms --close-spread 300ms \
+    --scenario rolling-deploy --scenario instance-loss --scenario lifetime-rotation | tee $E/sim-summary.md
+  $B simulate "${SIM[@]}" --step 6s --close-delay 300ms --close-spread 500ms \
+    --scenario app-restart | tail -1 | tee -a $E/sim-summary.md
+  pair_e() { # NAME SIM_SCENARIO LOOP_WITHOUT LOOP_WITH
+    $B plot --output "$E/$1.png" --title "loopback run E (3 proxies, 3,000 clients) vs simulation: $1" \
+      --series "loopback without=$E/loopback-$3.csv:$3" --series "loopback with=$E/loopback-$4.csv:$4" \
+      --series "sim without=$E/sim-$2.csv:without" --series "sim with=$E/sim-$2.csv:with"
+  }
+  pair_e rolling-restart rolling-deploy rolling-without rolling-with
+  pair_e instance-loss instance-loss loss-without loss-with
+  pair_e lifetime-rotation lifetime-rotation lifetime-without lifetime-with
+  pair_e app-restart app-restart app-without app-resume
+fi
