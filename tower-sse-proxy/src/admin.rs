@@ -268,7 +268,7 @@ impl Collector for ResumeCollector {
             &counters,
             (
                 "tower_sse_resume_given_up",
-                "Resumes given up, by reason (no_id, too_large, attempts, no_content)",
+                "Resumes given up, by reason (no_id, too_large, attempts, no_content, max_resumes)",
             ),
             &GiveUpReason::ALL.map(|reason| (reason.as_str(), reason)),
             ResumeSnapshot::gave_up,

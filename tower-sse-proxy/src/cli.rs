@@ -171,6 +171,16 @@ pub(crate) struct StreamArgs {
     /// --resume on).
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub(crate) max_event: Option<usize>,
+    /// With resume, the longest wait taken from the upstream's `retry:` field before asking
+    /// again: a larger value is cut to this, so that `retry: 999999999` does not park the
+    /// client (default 30s; --retry is not bounded by it; turns --resume on).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) resume_max_retry: Option<Duration>,
+    /// With resume, the most upstream responses spliced into one client stream; the
+    /// interruption after the last ends the client's stream as without resume (default 100;
+    /// turns --resume on; 0 turns it off).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_resumes: Option<u32>,
     /// Compress event streams for clients that accept it (Accept-Encoding), flushed whenever
     /// the stream waits so that no event is delayed: the codings in order of preference
     /// (default zstd,gzip,br; `off` for none).
@@ -233,6 +243,8 @@ impl StreamArgs {
             resume_on_end: self.resume_on_end,
             resume_attempts: self.resume_attempts,
             max_event: self.max_event,
+            resume_max_retry: self.resume_max_retry,
+            max_resumes: self.max_resumes,
             compress: self.compress.clone(),
         }
     }
@@ -264,7 +276,7 @@ ones; the longest matching prefix wins. For example:
   --route /llm/=heartbeat:5s,retry:1s
   --route /feeds/=slow-client-policy:latest-per-type,max-buffer:256KiB
   --route /live/=unreachable-sse,retry:5s
-  --route /feeds/=resume,resume-attempts:5,max-event:256KiB
+  --route /feeds/=resume,resume-attempts:5,max-event:256KiB,max-resumes:20
   --route /llm/=compress:gzip+zstd   (in --route, + separates codings)
   --route /upload/=max-body:50MiB
 A config file (--config) can also match routes on the Host and send them to other upstreams.
@@ -291,7 +303,8 @@ mod tests {
             "--listen=127.0.0.1:0 --upstream http://u:1/base/ --retry 1500ms --no-heartbeat \
              --idle-timeout=60s --max-lifetime 30m --drain 2.0s --slow-client-timeout=2s \
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
-             --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume",
+             --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume \
+             --resume-attempts=5 --max-event 64KiB --resume-max-retry 10s --max-resumes=20",
         )
         .unwrap();
         assert_eq!(cli.listen, [SocketAddr::from(([127, 0, 0, 1], 0))]);
@@ -311,6 +324,10 @@ mod tests {
         assert!(global.unreachable_sse);
         assert_eq!(global.compress, Some(vec![Coding::Gzip, Coding::Br]));
         assert!(global.resume);
+        assert_eq!(global.resume_attempts, Some(5));
+        assert_eq!(global.max_event, Some(64 * 1024));
+        assert_eq!(global.resume_max_retry, Some(Duration::from_secs(10)));
+        assert_eq!(global.max_resumes, Some(20));
         let settings = parse("--upstream http://u:1 --compress --resume-on-end")
             .unwrap()
             .stream
@@ -360,6 +377,16 @@ mod tests {
             (
                 "--upstream http://u:1 --resume-attempts x",
                 "--resume-attempts",
+            ),
+            ("--upstream http://u:1 --max-event lots", "--max-event"),
+            (
+                "--upstream http://u:1 --resume-max-retry 30",
+                "--resume-max-retry",
+            ),
+            ("--upstream http://u:1 --max-resumes many", "--max-resumes"),
+            (
+                "--upstream http://u:1 --max-resumes 1 --max-resumes 2",
+                "--max-resumes",
             ),
         ];
         for (line, flag) in cases {

@@ -156,6 +156,9 @@ struct Section {
     resume_on_end: Option<bool>,
     resume_attempts: Option<u32>,
     max_event: Option<bytesize::ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    resume_max_retry: Option<Duration>,
+    max_resumes: Option<u32>,
     compress: Option<CompressValue>,
 }
 
@@ -220,6 +223,8 @@ impl Section {
             max_event: self
                 .max_event
                 .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
+            resume_max_retry: self.resume_max_retry,
+            max_resumes: self.max_resumes,
             compress: match &self.compress {
                 None => None,
                 Some(CompressValue::On(true)) => Some(settings::DEFAULT_CODINGS.to_vec()),
@@ -699,6 +704,12 @@ fn write_settings(out: &mut String, settings: &Settings) {
     if let Some(bytes) = settings.max_event {
         line("max-event", bytes.to_string());
     }
+    if let Some(wait) = settings.resume_max_retry {
+        line("resume-max-retry", quote(&human(wait)));
+    }
+    if let Some(resumes) = settings.max_resumes {
+        line("max-resumes", resumes.to_string());
+    }
     if let Some(codings) = &settings.compress {
         line("compress", quote(&settings::codings_text(codings)));
     }
@@ -869,6 +880,8 @@ path = "/feeds/"
 resume = true
 resume-attempts = 5
 max-event = "64KiB"
+resume-max-retry = "10s"
+max-resumes = 20
 compress = "gzip"
 
 [[route]]
@@ -893,6 +906,8 @@ resume-on-end = true
         assert!(feeds.resume);
         assert_eq!(feeds.resume_attempts, Some(5));
         assert_eq!(feeds.max_event, Some(64 * 1024));
+        assert_eq!(feeds.resume_max_retry, Some(Duration::from_secs(10)));
+        assert_eq!(feeds.max_resumes, Some(20));
         assert_eq!(feeds.compress, Some(vec![tower_sse::Coding::Gzip]));
         let plain = route("/plain/");
         assert_eq!(plain.compress, Some(Vec::new()));
@@ -907,6 +922,21 @@ resume-on-end = true
             "",
         );
         assert!(bad.contains("compress: `deflate` is not one of"), "{bad}");
+
+        // --check-config prints them, and its output reads back to the same configuration.
+        let text = config.to_toml();
+        assert!(text.contains("resume-max-retry = \"10s\""), "{text}");
+        assert!(text.contains("max-resumes = 20"), "{text}");
+        assert!(text.contains("max-event = 65536"), "{text}");
+        assert!(text.contains("resume-attempts = 5"), "{text}");
+        assert!(text.contains("resume-on-end = true"), "{text}");
+        let again = load(Some(&text), "").unwrap();
+        assert_eq!(again.to_toml(), text);
+        // Flags apply on top of the file.
+        let flags = load(Some(&text), "--resume-max-retry 2s --max-resumes 3").unwrap();
+        let defaults = &flags.fallback.settings;
+        assert_eq!(defaults.resume_max_retry, Some(Duration::from_secs(2)));
+        assert_eq!(defaults.max_resumes, Some(3));
     }
 
     #[test]
@@ -955,6 +985,21 @@ resume-on-end = true
                 "`host`",
             ),
             ("admin = \"nowhere\"\n", ":1:", "`admin`"),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\nresume-max-retry = \"soon\"\n",
+                ":3:",
+                "`resume-max-retry`",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\n\n[[route]]\npath = \"/a/\"\nmax-resumes = -1\n",
+                ":6:",
+                "`max-resumes`",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\nmax-resumes = \"many\"\n",
+                ":3:",
+                "`max-resumes`",
+            ),
             ("drain = \n", ":1:", ""),
         ];
         for (file, line, key) in cases {

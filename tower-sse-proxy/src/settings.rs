@@ -59,6 +59,12 @@ pub(crate) struct Settings {
     /// `max-event`: the most bytes of an incomplete event held back (default 1 MiB; turns
     /// resume on).
     pub(crate) max_event: Option<usize>,
+    /// `resume-max-retry`: the longest wait taken from the upstream's `retry:` (default 30 s;
+    /// turns resume on).
+    pub(crate) resume_max_retry: Option<Duration>,
+    /// `max-resumes`: the most upstream responses spliced into one client stream (default 100;
+    /// turns resume on, 0 turns it off).
+    pub(crate) max_resumes: Option<u32>,
     /// `compress`: the codings event streams may be encoded with, in order of preference
     /// (empty: off, also when a route turns it off under a global `--compress`).
     pub(crate) compress: Option<Vec<Coding>>,
@@ -106,20 +112,25 @@ impl Settings {
             resume_on_end: self.resume_on_end || global.resume_on_end,
             resume_attempts: self.resume_attempts.or(global.resume_attempts),
             max_event: self.max_event.or(global.max_event),
+            resume_max_retry: self.resume_max_retry.or(global.resume_max_retry),
+            max_resumes: self.max_resumes.or(global.max_resumes),
             compress: self.compress.clone().or_else(|| global.compress.clone()),
         }
     }
 
     /// The upstream resume layer: on when `resume` or any of its settings is given, unless
-    /// `resume-attempts` is 0; the layer's defaults (3 attempts, 1 MiB, clean ends not resumed)
-    /// for what is not given. It waits the upstream's last `retry:`, or the route's `retry`
-    /// (3 s when not given), jittered by ±50 %.
+    /// `resume-attempts` or `max-resumes` is 0; the layer's defaults (3 attempts, 1 MiB, 30 s,
+    /// 100 resumes, clean ends not resumed) for what is not given. It waits the upstream's last
+    /// `retry:` (at most `resume-max-retry`), or the route's `retry` (3 s when not given),
+    /// jittered by ±50 %.
     pub(crate) fn resume_layer(&self) -> Option<ResumeLayer> {
         let on = self.resume
             || self.resume_on_end
             || self.resume_attempts.is_some()
-            || self.max_event.is_some();
-        if !on || self.resume_attempts == Some(0) {
+            || self.max_event.is_some()
+            || self.resume_max_retry.is_some()
+            || self.max_resumes.is_some();
+        if !on || self.resume_attempts == Some(0) || self.max_resumes == Some(0) {
             return None;
         }
         let retry = match self.retry {
@@ -135,6 +146,12 @@ impl Settings {
         }
         if let Some(bytes) = self.max_event {
             layer = layer.max_event(bytes);
+        }
+        if let Some(wait) = self.resume_max_retry {
+            layer = layer.max_retry(wait);
+        }
+        if let Some(resumes) = self.max_resumes {
+            layer = layer.max_resumes(resumes);
         }
         Some(layer)
     }
@@ -246,7 +263,7 @@ impl Settings {
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 23] = [
+pub(crate) const SETTINGS: [&str; 25] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -269,6 +286,8 @@ pub(crate) const SETTINGS: [&str; 23] = [
     "resume-on-end",
     "resume-attempts",
     "max-event",
+    "resume-max-retry",
+    "max-resumes",
     "compress",
 ];
 
@@ -358,6 +377,10 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
     let text = value.unwrap_or_default();
     let duration = || parse_duration(text).map_err(|error| format!("{name}: {error}"));
     let fraction = || parse_fraction(text).map_err(|error| format!("{name}: {error}"));
+    let count = || {
+        text.parse::<u32>()
+            .map_err(|_| format!("{name}: `{text}` is not a count like 0, 3 or 10"))
+    };
     let toggle = |slot: &mut Toggle, base: &str, value: Toggle| {
         if *slot != Toggle::Default {
             return Err(format!("{base}/no-{base} given more than once"));
@@ -402,17 +425,14 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
         "no-compression-bypass" => switch(&mut settings.no_compression_bypass, name),
         "resume" => switch(&mut settings.resume, name),
         "resume-on-end" => switch(&mut settings.resume_on_end, name),
-        "resume-attempts" => once(
-            &mut settings.resume_attempts,
-            name,
-            text.parse::<u32>()
-                .map_err(|_| format!("{name}: `{text}` is not a count like 0, 3 or 10"))?,
-        ),
+        "resume-attempts" => once(&mut settings.resume_attempts, name, count()?),
         "max-event" => once(
             &mut settings.max_event,
             name,
             parse_size(text).map_err(|error| format!("{name}: {error}"))?,
         ),
+        "resume-max-retry" => once(&mut settings.resume_max_retry, name, duration()?),
+        "max-resumes" => once(&mut settings.max_resumes, name, count()?),
         _ => Err(format!("unknown setting `{name}`")),
     }
 }
@@ -597,7 +617,8 @@ mod tests {
              slow-client-timeout:300ms,max-buffer:256KiB,slow-client-policy:latest-per-type,\
              unreachable-sse,response-timeout:2s,max-body:8MiB,retry-jitter:0.2,lifetime-jitter:0.1,\
              close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
-             resume,resume-on-end,resume-attempts:5,max-event:64KiB,compress:gzip+zstd",
+             resume,resume-on-end,resume-attempts:5,max-event:64KiB,resume-max-retry:10s,\
+             max-resumes:20,compress:gzip+zstd",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -624,6 +645,8 @@ mod tests {
                 resume_on_end: true,
                 resume_attempts: Some(5),
                 max_event: Some(64 * 1024),
+                resume_max_retry: Some(Duration::from_secs(10)),
+                max_resumes: Some(20),
                 compress: Some(vec![Coding::Gzip, Coding::Zstd]),
             }
         );
@@ -674,6 +697,20 @@ mod tests {
             ("/live/=resume-attempts:many", "`many` is not a count"),
             ("/live/=resume-attempts:-1", "`-1` is not a count"),
             ("/live/=max-event:big", "max-event: `big` is not a size"),
+            (
+                "/live/=resume-max-retry:30",
+                "resume-max-retry: `30` is not a duration",
+            ),
+            (
+                "/live/=resume-max-retry:1s,resume-max-retry:2s",
+                "resume-max-retry given more than once",
+            ),
+            (
+                "/live/=max-resumes:lots",
+                "max-resumes: `lots` is not a count",
+            ),
+            ("/live/=max-resumes:-1", "max-resumes: `-1` is not a count"),
+            ("/live/=max-resumes", "max-resumes needs a value"),
             ("/up/=max-body:huge", "max-body: `huge` is not a size"),
             (
                 "/live/=compress:deflate",
@@ -735,8 +772,22 @@ mod tests {
         assert!(on("/=resume-on-end"));
         assert!(on("/=resume-attempts:5"));
         assert!(on("/=max-event:64KiB"));
+        assert!(on("/=resume-max-retry:10s"));
+        assert!(on("/=max-resumes:20"));
         assert!(!on("/=resume,resume-attempts:0"));
+        assert!(!on("/=resume,max-resumes:0"));
+        // The caps reach the layer (its Debug shows its configuration).
+        let layer = parse_route("/=resume-max-retry:10s,max-resumes:20")
+            .unwrap()
+            .1
+            .resume_layer()
+            .unwrap();
+        let text = format!("{layer:?}");
+        assert!(text.contains("max_retry: 10s"), "{text}");
+        assert!(text.contains("max_resumes: 20"), "{text}");
         let global = parse_route("/=resume").unwrap().1;
+        let route = parse_route("/a/=max-resumes:0").unwrap().1;
+        assert!(route.inherit(&global).resume_layer().is_none());
         let route = parse_route("/a/=resume-attempts:0").unwrap().1;
         assert!(route.inherit(&global).resume_layer().is_none());
         assert!(
