@@ -45,6 +45,12 @@
 //! bare,sse,sse+buf,axum` narrow a run (to profile one case; ratios need `bare` in the run);
 //! `--heartbeat-ms N` sets the memory and idle phases' interval (100 ms by default: 100,000
 //! heartbeats/s for 10,000 streams, more than two shared cores deliver on time).
+//!
+//! For the idle phase: `--rounds N` and `--idle-window-ms N` take more and longer CPU windows;
+//! the variant `sse-exact` (`heartbeat_slack(Duration::ZERO)`, only run when named in
+//! `--variant`) compares the layer's default heartbeat slack with none; `--perf-ctl CTL,ACK`
+//! enables and disables a `perf stat --control fifo:CTL,ACK -D -1 -p PID` around each CPU window,
+//! to count syscalls per heartbeat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -97,7 +103,11 @@ fn heartbeat() -> Duration {
         Duration::from_millis(ms)
     })
 }
-const VARIANTS: [&str; 4] = ["bare", "sse", "sse+buf", "axum"];
+/// How many variants there are.
+const N: usize = 5;
+const VARIANTS: [&str; N] = ["bare", "sse", "sse+buf", "axum", "sse-exact"];
+/// What runs without `--variant`: `sse-exact` is for comparing heartbeat slack against `sse`.
+const DEFAULT_VARIANTS: [usize; 4] = [0, 1, 2, 3];
 
 /// Sizes of one run.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +167,7 @@ impl Plan {
         // (one descriptor here per stream); the memory phase holds every stream it opens until
         // its end, both ends in this process.
         let streams = descriptors / 2;
-        let memory_total = plan.memory_rounds * VARIANTS.len();
+        let memory_total = plan.memory_rounds * DEFAULT_VARIANTS.len();
         Self {
             idle_streams: plan.idle_streams.min(descriptors),
             memory_streams: plan.memory_streams.min(streams / memory_total),
@@ -179,8 +189,8 @@ fn now_ns() -> u64 {
     u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// CPU time of this process: (sum of the threads' schedstat run time, utime + stime), in ns.
-fn cpu_ns() -> (u64, u64) {
+/// CPU time of this process: (sum of the threads' schedstat run time, utime, stime), in ns.
+fn cpu_ns() -> (u64, u64, u64) {
     let mut sched = 0;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -196,12 +206,9 @@ fn cpu_ns() -> (u64, u64) {
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
     // USER_HZ is 100 on Linux.
-    (sched, ticks * 10_000_000)
+    (sched, ticks(11) * 10_000_000, ticks(12) * 10_000_000)
 }
 
 /// The machine's load averages (other processes compete for the same cores).
@@ -394,15 +401,16 @@ impl Server {
     }
 }
 
-/// The four variants, in [`VARIANTS`] order; `heartbeat` for the `tower-sse` ones and axum's
+/// The variants, in [`VARIANTS`] order; `heartbeat` for the `tower-sse` ones and axum's
 /// keep-alive (`None`: the defaults, 15 s).
-async fn servers(heartbeat: Option<Duration>) -> [Server; 4] {
+async fn servers(heartbeat: Option<Duration>) -> [Server; N] {
     let inner = service_fn(handle);
     let mut layer = SseLayer::new();
     if let Some(interval) = heartbeat {
         layer = layer.heartbeat(interval);
     }
     let buffered = layer.clone().slow_client(SlowClient::new());
+    let exact = layer.clone().heartbeat_slack(Duration::ZERO);
     [
         Server::start(TowerToHyperService::new(inner)).await,
         Server::start(TowerToHyperService::new(layer.layer(inner))).await,
@@ -411,6 +419,7 @@ async fn servers(heartbeat: Option<Duration>) -> [Server; 4] {
             heartbeat.unwrap_or(Duration::from_secs(15)),
         )))
         .await,
+        Server::start(TowerToHyperService::new(exact.layer(inner))).await,
     ]
 }
 
@@ -668,8 +677,9 @@ struct IdleCpu {
     streams: usize,
     /// CPU cores used during the window (schedstat).
     cpu_cores: f64,
-    /// The same from utime + stime (10 ms resolution).
-    cpu_cores_stat: f64,
+    /// utime alone, and stime alone (in the kernel: syscalls, TCP, epoll, futex).
+    user_cores: f64,
+    sys_cores: f64,
     heartbeats_per_s: f64,
 }
 
@@ -706,11 +716,13 @@ async fn idle_cpu(server: &Server, plan: &Plan) -> IdleCpu {
     // Past the first heartbeats: every timer armed, every stream in its steady state.
     tokio::time::sleep(heartbeat() * 3).await;
     let h0 = ask().await;
-    let (cpu0, stat0) = cpu_ns();
+    perf_control("enable");
+    let (cpu0, user0, sys0) = cpu_ns();
     let t0 = Instant::now();
     tokio::time::sleep(plan.idle_window).await;
-    let (cpu1, stat1) = cpu_ns();
+    let (cpu1, user1, sys1) = cpu_ns();
     let t1 = Instant::now();
+    perf_control("disable");
     let h1 = ask().await;
     drop(to_child);
     let _ = child.wait().await;
@@ -719,8 +731,39 @@ async fn idle_cpu(server: &Server, plan: &Plan) -> IdleCpu {
     IdleCpu {
         streams: opened,
         cpu_cores: (cpu1 - cpu0) as f64 / 1e9 / secs,
-        cpu_cores_stat: (stat1 - stat0) as f64 / 1e9 / secs,
+        user_cores: (user1 - user0) as f64 / 1e9 / secs,
+        sys_cores: (sys1 - sys0) as f64 / 1e9 / secs,
         heartbeats_per_s: (h1 - h0) as f64 / secs,
+    }
+}
+
+/// With `--perf-ctl CTL,ACK` (two FIFOs), writes `command` (`enable`, `disable`) to a
+/// `perf stat --control fifo:CTL,ACK -D -1 -p PID` started beside this process and waits for its
+/// acknowledgement, so that perf counts only the idle phase's CPU windows (syscalls per
+/// heartbeat: divide by the heartbeats of the windows).
+fn perf_control(command: &str) {
+    static FIFOS: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let fifos = FIFOS.get_or_init(|| {
+        let args: Vec<String> = std::env::args().collect();
+        let at = args.iter().position(|arg| arg == "--perf-ctl")?;
+        let (ctl, ack) = args.get(at + 1)?.split_once(',')?;
+        Some((ctl.to_owned(), ack.to_owned()))
+    });
+    let Some((ctl, ack)) = fifos else {
+        return;
+    };
+    let done = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)
+        .and_then(|mut fifo| {
+            std::io::Write::write_all(&mut fifo, format!("{command}\n").as_bytes())
+        })
+        .and_then(|()| {
+            let mut reply = [0u8; 16];
+            std::io::Read::read(&mut std::fs::File::open(ack)?, &mut reply)
+        });
+    if let Err(error) = done {
+        eprintln!("loadgen: --perf-ctl {ctl},{ack}: {error}");
     }
 }
 
@@ -771,17 +814,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Median over rounds of `f(result)`, for variant `v`.
-fn med<T: Copy>(rounds: &[[T; 4]], v: usize, f: impl Fn(T) -> f64) -> f64 {
+fn med<T: Copy>(rounds: &[[T; N]], v: usize, f: impl Fn(T) -> f64) -> f64 {
     median(rounds.iter().map(|r| f(r[v])).collect())
 }
 
 /// Median over rounds of `f(variant) / f(base)` in the same round.
-fn ratio<T: Copy>(rounds: &[[T; 4]], v: usize, base: usize, f: impl Fn(T) -> f64) -> f64 {
+fn ratio<T: Copy>(rounds: &[[T; N]], v: usize, base: usize, f: impl Fn(T) -> f64) -> f64 {
     median(rounds.iter().map(|r| f(r[v]) / f(r[base])).collect())
 }
 
 /// Median over rounds of `f(variant) - f(base)` in the same round.
-fn added<T: Copy>(rounds: &[[T; 4]], v: usize, base: usize, f: impl Fn(T) -> f64) -> f64 {
+fn added<T: Copy>(rounds: &[[T; N]], v: usize, base: usize, f: impl Fn(T) -> f64) -> f64 {
     median(rounds.iter().map(|r| f(r[v]) - f(r[base])).collect())
 }
 
@@ -805,7 +848,7 @@ impl Select {
                 .to_vec()
         });
         let variants = list("--variant").map_or_else(
-            || (0..VARIANTS.len()).collect(),
+            || DEFAULT_VARIANTS.to_vec(),
             |names| {
                 (0..VARIANTS.len())
                     .filter(|&v| names.iter().any(|n| n == VARIANTS[v]))
@@ -821,6 +864,13 @@ impl Select {
     fn runs(&self, workload: &str) -> bool {
         self.workloads.iter().any(|w| w == workload)
     }
+}
+
+/// The number after `flag` on the command line.
+fn number_arg(flag: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|arg| arg == flag)?;
+    args.get(at + 1)?.parse().ok()
 }
 
 fn main() {
@@ -844,7 +894,18 @@ fn main() {
     let select = Select::from_args();
     let nofile = open_files_limit();
     // Keep 256 descriptors for everything else.
-    let plan = Plan::new(quick, nofile.saturating_sub(256));
+    let mut plan = Plan::new(quick, nofile.saturating_sub(256));
+    // `--rounds N` and `--idle-window-ms N`: more and longer CPU windows (the idle phase's
+    // utime/stime split has a 10 ms resolution); the watchdog gets the time they add.
+    if let Some(rounds) = number_arg("--rounds") {
+        plan.deadline += plan.deadline * u32::try_from(rounds).unwrap_or(u32::MAX) / 5;
+        plan.rounds = rounds;
+    }
+    if let Some(ms) = number_arg("--idle-window-ms") {
+        let window = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+        plan.deadline += window * u32::try_from(plan.rounds * N).unwrap_or(u32::MAX);
+        plan.idle_window = window;
+    }
     let deadline = plan.deadline;
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
@@ -867,18 +928,18 @@ fn main() {
 
 /// Runs `measure` for each selected variant, R rounds, alternating.
 async fn run_rounds<T, F>(
-    set: &[Server; 4],
+    set: &[Server; N],
     select: &Select,
     rounds: usize,
     measure: F,
-) -> Vec<[T; 4]>
+) -> Vec<[T; N]>
 where
     T: Copy + Default,
     F: AsyncFn(&Server) -> T,
 {
     let mut all = Vec::new();
     for _ in 0..rounds {
-        let mut round = [T::default(); 4];
+        let mut round = [T::default(); N];
         for &v in &select.variants {
             round[v] = measure(&set[v]).await;
         }
@@ -925,7 +986,7 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
     if select.runs("paced") {
         let set = servers(None).await;
         let rounds = run_rounds(&set, select, plan.rounds, async |s| paced(s, &plan).await).await;
-        report_paced(&plan, &rounds);
+        report_paced(&plan, select, &rounds);
     }
     if select.runs("idle") {
         let set = servers(Some(heartbeat())).await;
@@ -933,7 +994,7 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
             idle_cpu(s, &plan).await
         })
         .await;
-        report_idle(&plan, &rounds);
+        report_idle(&plan, select, &rounds);
     }
 }
 
@@ -946,15 +1007,15 @@ async fn run(plan: Plan, select: &Select, nofile: usize) {
 /// writes one comment line first, so that hyper's write queue is in every variant).
 async fn memory(plan: &Plan, select: &Select, path: &'static str) {
     let set = servers(Some(heartbeat())).await;
-    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    let mut rounds: Vec<[f64; N]> = Vec::new();
     let mut held = Vec::new();
-    let mut opened = [0usize; 4];
+    let mut opened = [0usize; N];
     for round in 0..plan.memory_rounds {
         let mut order = select.variants.clone();
         if round % 2 == 1 {
             order.reverse();
         }
-        let mut per_stream = [f64::NAN; 4];
+        let mut per_stream = [f64::NAN; N];
         for v in order {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let before = tower_sse_test_support::rss_bytes().unwrap_or(0);
@@ -984,7 +1045,8 @@ async fn memory(plan: &Plan, select: &Select, path: &'static str) {
         "{:<9} {:>8} {:>12} {:>13}   per round",
         "variant", "streams", "B/stream", "added B/str"
     );
-    for (v, name) in VARIANTS.iter().enumerate() {
+    for &v in &select.variants {
+        let name = VARIANTS[v];
         let per_round: Vec<String> = rounds.iter().map(|r| format!("{:.0}", r[v])).collect();
         println!(
             "{name:<9} {:>8} {:>12.0} {:>13.0}   {}",
@@ -996,7 +1058,7 @@ async fn memory(plan: &Plan, select: &Select, path: &'static str) {
     }
 }
 
-fn report_firehose(plan: &Plan, rounds: &[[Firehose; 4]], tail: Firehose, batch: usize) {
+fn report_firehose(plan: &Plan, rounds: &[[Firehose; N]], tail: Firehose, batch: usize) {
     println!(
         "\nfirehose: {} clients, {:?} window after {:?} warm-up, 100-byte events, {batch} per \
          body frame, HTTP/1.1 chunked, {} rounds; ratio: to the mean of the `bare` runs before \
@@ -1034,7 +1096,7 @@ fn report_firehose(plan: &Plan, rounds: &[[Firehose; 4]], tail: Firehose, batch:
     }
 }
 
-fn report_paced(plan: &Plan, rounds: &[[Paced; 4]]) {
+fn report_paced(plan: &Plan, select: &Select, rounds: &[[Paced; N]]) {
     println!(
         "\npaced: {} streams, an event every {PACE:?} each, {:?} window; latency = client read \
          time - time the event was made",
@@ -1044,7 +1106,8 @@ fn report_paced(plan: &Plan, rounds: &[[Paced; 4]]) {
         "{:<9} {:>9} {:>9} {:>14} {:>14} {:>9}   per-round p99 µs",
         "variant", "p50 µs", "p99 µs", "added p50 µs", "added p99 µs", "samples"
     );
-    for (v, name) in VARIANTS.iter().enumerate() {
+    for &v in &select.variants {
+        let name = VARIANTS[v];
         let per_round: Vec<String> = rounds
             .iter()
             .map(|r| format!("{:.0}", r[v].p99_us))
@@ -1061,45 +1124,54 @@ fn report_paced(plan: &Plan, rounds: &[[Paced; 4]]) {
     }
 }
 
-fn report_idle(plan: &Plan, rounds: &[[IdleCpu; 4]]) {
-    let streams = med(rounds, 0, |r| r.streams as f64);
+fn report_idle(plan: &Plan, select: &Select, rounds: &[[IdleCpu; N]]) {
+    let streams = select
+        .variants
+        .iter()
+        .map(|&v| med(rounds, v, |r| r.streams as f64))
+        .fold(f64::NAN, f64::max);
     println!(
         "\nidle: {streams:.0} streams per variant (HTTP/1.1, one connection each), heartbeat / \
-         keep-alive {:?} (bare: none), {:?} CPU window; CPU of the servers' process (the \
-         clients run in a child process); vs axum: per-round ratios of CPU cores, and of CPU per \
-         heartbeat (the one to read when the machine cannot deliver every heartbeat on time: \
-         hb/s below streams / interval)",
+         keep-alive {:?} (bare: none), {:?} CPU window, {} rounds; CPU of the servers' process \
+         (the clients run in a child process); user and sys from utime / stime (10 ms ticks); \
+         vs axum: per-round ratios of CPU cores, and of CPU per heartbeat (the one to read when \
+         the machine cannot deliver every heartbeat on time: hb/s below streams / interval)",
         heartbeat(),
-        plan.idle_window
+        plan.idle_window,
+        rounds.len()
     );
     println!(
-        "{:<9} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9}   per-round CPU cores",
-        "variant", "CPU cores", "(stat)", "hb/s", "CPU µs/hb", "cores@10k", "vs axum", "µs/hb vs"
+        "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}   per-round µs/hb vs axum",
+        "variant", "CPU cores", "hb/s", "CPU µs/hb", "user µs", "sys µs", "vs axum", "µs/hb vs"
     );
     let axum = 3;
-    for (v, name) in VARIANTS.iter().enumerate() {
-        let per_hb = |r: IdleCpu| {
-            if r.heartbeats_per_s > 0.0 {
-                r.cpu_cores / r.heartbeats_per_s * 1e6
-            } else {
-                f64::NAN
-            }
-        };
-        // 10,000 such streams, scaled linearly from what was measured.
-        let at_10k = |r: IdleCpu| r.cpu_cores * 10_000.0 / r.streams.max(1) as f64;
+    let per_hb = |cores: f64, r: IdleCpu| {
+        if r.heartbeats_per_s > 0.0 {
+            cores / r.heartbeats_per_s * 1e6
+        } else {
+            f64::NAN
+        }
+    };
+    for &v in &select.variants {
+        let name = VARIANTS[v];
         let per_round: Vec<String> = rounds
             .iter()
-            .map(|r| format!("{:.3}", r[v].cpu_cores))
+            .map(|r| {
+                format!(
+                    "{:.3}",
+                    per_hb(r[v].cpu_cores, r[v]) / per_hb(r[axum].cpu_cores, r[axum])
+                )
+            })
             .collect();
         println!(
-            "{name:<9} {:>10.3} {:>10.3} {:>9.0} {:>11.2} {:>12.3} {:>9.3} {:>9.3}   {}",
+            "{name:<9} {:>9.3} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>8.3} {:>8.3}   {}",
             med(rounds, v, |r| r.cpu_cores),
-            med(rounds, v, |r| r.cpu_cores_stat),
             med(rounds, v, |r| r.heartbeats_per_s),
-            med(rounds, v, per_hb),
-            med(rounds, v, at_10k),
+            med(rounds, v, |r| per_hb(r.cpu_cores, r)),
+            med(rounds, v, |r| per_hb(r.user_cores, r)),
+            med(rounds, v, |r| per_hb(r.sys_cores, r)),
             ratio(rounds, v, axum, |r| r.cpu_cores),
-            ratio(rounds, v, axum, per_hb),
+            ratio(rounds, v, axum, |r| per_hb(r.cpu_cores, r)),
             per_round.join(" ")
         );
     }

@@ -12,6 +12,10 @@ use crate::shutdown::SseShutdown;
 /// Default heartbeat interval: below nginx's and AWS ALB's 60 s, Cloudflare's 100 s and
 /// Tomcat's 30 s idle limits, with room to spare.
 pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The most a heartbeat is let run late by default, so that heartbeats of many streams go out
+/// together (`SseLayer::heartbeat_slack`); by default the slack is a tenth of the interval, at
+/// most this.
+pub(crate) const MAX_DEFAULT_HEARTBEAT_SLACK: Duration = Duration::from_secs(1);
 /// Default `retry:` hint.
 pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
 /// Default fraction of the maximum lifetime a stream may end early by (80–100 %).
@@ -30,6 +34,9 @@ pub(crate) struct Config {
     /// `:` + comment + LF, and the same ending with CR.
     pub(crate) heartbeat_lf: Bytes,
     pub(crate) heartbeat_cr: Bytes,
+    /// How late a heartbeat may go out (`SseLayer::heartbeat_slack`); `None`: a tenth of the
+    /// interval, at most [`MAX_DEFAULT_HEARTBEAT_SLACK`].
+    pub(crate) heartbeat_slack: Option<Duration>,
     /// `:` + comment + LF, written first on every stream.
     pub(crate) initial_comment: Option<Bytes>,
     pub(crate) shutdown: Option<SseShutdown>,
@@ -70,6 +77,7 @@ impl Default for Config {
             },
             heartbeat_lf: Bytes::from_static(b":\n"),
             heartbeat_cr: Bytes::from_static(b":\r"),
+            heartbeat_slack: None,
             initial_comment: None,
             shutdown: None,
             metrics: SseMetrics::new(),
@@ -81,6 +89,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How late a heartbeat due every `interval` may go out.
+    pub(crate) fn heartbeat_slack(&self, interval: Duration) -> Duration {
+        self.heartbeat_slack
+            .unwrap_or_else(|| (interval / 10).min(MAX_DEFAULT_HEARTBEAT_SLACK))
+    }
+
     pub(crate) fn heartbeat_line(&self, end: LineEnd) -> Bytes {
         match end {
             LineEnd::Lf => self.heartbeat_lf.clone(),
@@ -171,6 +185,22 @@ mod tests {
         kinds.sort_unstable();
         kinds.dedup();
         assert_eq!(kinds, (0..Change::KINDS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_default_heartbeat_slack_is_a_tenth_of_the_interval_at_most_one_second() {
+        let mut config = Config::default();
+        let s = Duration::from_secs;
+        assert_eq!(config.heartbeat_slack(DEFAULT_HEARTBEAT), s(1));
+        assert_eq!(config.heartbeat_slack(s(5)), Duration::from_millis(500));
+        assert_eq!(
+            config.heartbeat_slack(Duration::from_millis(10)),
+            Duration::from_millis(1)
+        );
+        config.heartbeat_slack = Some(Duration::ZERO);
+        assert_eq!(config.heartbeat_slack(DEFAULT_HEARTBEAT), Duration::ZERO);
+        config.heartbeat_slack = Some(s(3));
+        assert_eq!(config.heartbeat_slack(s(5)), s(3));
     }
 
     #[test]

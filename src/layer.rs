@@ -212,6 +212,43 @@ impl<M> SseLayer<M> {
         Ok(self)
     }
 
+    /// Lets a heartbeat go out up to `slack` after it falls due, so that the heartbeats of idle
+    /// streams falling due within the same `slack` go out together: one wake-up of the runtime
+    /// for all of them instead of one for every few streams.
+    ///
+    /// A heartbeat falls due the [heartbeat interval](Self::heartbeat) after the last byte
+    /// that went to the client, and goes out at the next multiple of `slack` on a grid that every
+    /// stream of the tokio runtime shares: never before it falls due, at most `slack` after (plus
+    /// the time the runtime takes to poll the stream). An idle stream then keeps the grid: a
+    /// heartbeat counts from the grid instant it was set for, not from when it was polled, so
+    /// its heartbeats are the interval apart, rounded up to a multiple of `slack`, and the
+    /// schedule does not slip by the polling delay (as with [`tokio::time::Interval`]). Traffic
+    /// moves the next heartbeat as before; idle timeout, lifetime and drain deadlines are not
+    /// moved.
+    ///
+    /// Default: a tenth of the heartbeat interval, at most 1 s (1 s for the default 15 s, so
+    /// heartbeats come 15 to 16 s after the last byte, well within the 30–100 s idle limits of
+    /// common proxies). `Duration::ZERO` sends each heartbeat as soon as it falls due (within
+    /// the timer's 1 ms).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::SseLayer;
+    ///
+    /// // A heartbeat every 20 s after the last byte, sent with those of other streams due
+    /// // within the same 2 s.
+    /// let layer = SseLayer::new()
+    ///     .heartbeat(Duration::from_secs(20))
+    ///     .heartbeat_slack(Duration::from_secs(2));
+    /// // Each heartbeat exactly when it falls due.
+    /// let exact = SseLayer::new().heartbeat_slack(Duration::ZERO);
+    /// # drop((layer, exact));
+    /// ```
+    pub fn heartbeat_slack(mut self, slack: Duration) -> Self {
+        self.config().heartbeat_slack = Some(slack);
+        self
+    }
+
     /// Writes the comment `:` + `text` as the very first bytes of every stream, so that stacks
     /// holding the headers until the first body byte start the stream at once.
     ///

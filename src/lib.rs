@@ -142,8 +142,11 @@
 //!
 //! Event streams use Tokio timers: the body must be polled inside a Tokio runtime with the time
 //! driver enabled (as hyper, axum and tonic servers are); outside one, its timers never fire.
-//! Heartbeats, idle timeouts, lifetimes and drain moments fire at most 1 ms after they are due
-//! (Tokio's own timer resolution), never before; traffic is dated when the stream next waits.
+//! Idle timeouts, lifetimes and drain moments fire at most 1 ms after they are due (Tokio's own
+//! timer resolution), never before; traffic is dated when the stream next waits. Heartbeats go
+//! out at most their [slack](SseLayer::heartbeat_slack) after they fall due (by default a tenth
+//! of the interval, at most 1 s), never before, on a grid shared by the streams of a runtime, so
+//! that idle streams are woken together.
 //! Tokio's paused clock (`start_paused`, `time::advance`) drives them like any Tokio timer.
 //!
 //! [Server-Sent Events]: https://html.spec.whatwg.org/multipage/server-sent-events.html

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -300,7 +301,12 @@ where
         if state.activity != 0 {
             state.date_activity(Instant::now());
         }
-        let Some(deadline) = state.next_deadline() else {
+        // The heartbeat's deadline, moved to the runtime's grid of the heartbeat slack: idle
+        // streams whose heartbeats fall due in the same slack are woken together.
+        let heartbeat_at = state
+            .heartbeat_due()
+            .map(|(due, slack)| timer.align(due, slack));
+        let Some(deadline) = state.next_deadline(heartbeat_at) else {
             return Poll::Pending;
         };
         if timer.poll_until(deadline, cx).is_pending() {
@@ -308,7 +314,7 @@ where
         }
         // The deadline passed: act on what is due; the next turn re-arms the timer for what is
         // left.
-        state.on_timer(Instant::now());
+        state.on_timer(Instant::now(), heartbeat_at);
     }
 }
 
@@ -519,9 +525,19 @@ impl State {
         self.rare().closing_deadline = Some(deadline);
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// When the next heartbeat falls due (an interval after the last output), and how late it
+    /// may go out.
+    fn heartbeat_due(&self) -> Option<(Instant, Duration)> {
+        let interval = self.settings().heartbeat?;
+        Some((
+            self.last_output + interval,
+            self.config.heartbeat_slack(interval),
+        ))
+    }
+
+    /// The earliest deadline; `heartbeat`: the heartbeat's, on the slack's grid.
+    fn next_deadline(&self, heartbeat: Option<Instant>) -> Option<Instant> {
         let s = self.settings();
-        let heartbeat = s.heartbeat.map(|interval| self.last_output + interval);
         let idle = s.idle_timeout.map(|limit| self.last_upstream + limit);
         let Some(rare) = &self.rare else {
             return match (heartbeat, idle) {
@@ -542,7 +558,8 @@ impl State {
         candidates.into_iter().flatten().min()
     }
 
-    fn on_timer(&mut self, now: Instant) {
+    /// `heartbeat_at`: when the heartbeat was set to go out (its due time on the slack's grid).
+    fn on_timer(&mut self, now: Instant, heartbeat_at: Option<Instant>) {
         if self.phase == Phase::Ended {
             return;
         }
@@ -577,7 +594,10 @@ impl State {
         if let Some(interval) = self.settings().heartbeat
             && now >= self.last_output + interval
         {
-            self.last_output = now;
+            // Dated when it was set to go out, when that has passed: the next one is then due on
+            // the grid again, so an idle stream keeps the grid (one heartbeat every interval,
+            // rounded up to the slack) instead of slipping by the time it took to poll it.
+            self.last_output = heartbeat_at.filter(|&at| at <= now).unwrap_or(now);
             match self.scanner.injection() {
                 Some(line_end) => {
                     self.scanner.injected();

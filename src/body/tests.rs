@@ -224,6 +224,64 @@ mod stream {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn heartbeats_go_out_on_the_slack_grid_and_keep_it() {
+        // Heartbeat 1 s, slack 100 ms: after data at 250 ms the heartbeat falls due at 1.25 s
+        // and is set for 1.3 s (the grid). Polled late, at 1.35 s, it is dated 1.3 s, so the
+        // next one goes out at 2.3 s (not 2.4 s: the stream keeps the grid).
+        let config = config(|c| {
+            c.settings.heartbeat = Some(S);
+            c.heartbeat_slack = Some(Duration::from_millis(100));
+        });
+        let (mut body, _) = sse(
+            vec![
+                Step::Wait(Duration::from_millis(250)),
+                Step::Data(b"data: a\n\n"),
+                Step::Wait(100 * S),
+            ],
+            &config,
+        );
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let data = |frame: Option<Result<Frame<Bytes>, BoxError>>| {
+            frame.unwrap().unwrap().into_data().unwrap()
+        };
+        assert_eq!(data(body.frame().await), "data: a\n\n");
+        assert_eq!(start.elapsed(), ms(250));
+        // One poll that waits (the data is dated 250 ms), then none until 1.35 s.
+        let waited = tokio::time::timeout(ms(1), body.frame()).await;
+        assert!(waited.is_err());
+        tokio::time::sleep_until(start + ms(1_350)).await;
+        assert_eq!(data(body.frame().await), ":\n");
+        assert_eq!(start.elapsed(), ms(1_350));
+        assert_eq!(data(body.frame().await), ":\n");
+        assert_eq!(start.elapsed(), ms(2_300));
+        assert_eq!(data(body.frame().await), ":\n");
+        assert_eq!(start.elapsed(), ms(3_300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_slack_each_heartbeat_goes_out_when_due() {
+        let config = config(|c| {
+            c.settings.heartbeat = Some(S);
+            c.heartbeat_slack = Some(Duration::ZERO);
+        });
+        let (mut body, _) = sse(
+            vec![
+                Step::Wait(Duration::from_millis(250)),
+                Step::Data(b"data: a\n\n"),
+                Step::Wait(100 * S),
+            ],
+            &config,
+        );
+        let start = Instant::now();
+        for _ in 0..3 {
+            body.frame().await.unwrap().unwrap();
+        }
+        // Data at 250 ms, heartbeats at 1.25 s and 2.25 s.
+        assert_eq!(start.elapsed(), Duration::from_millis(2_250));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_steady_upstream_gets_no_heartbeat() {
         let config = config(|c| c.settings.heartbeat = Some(10 * S));
         let mut steps = Vec::new();

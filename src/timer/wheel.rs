@@ -71,6 +71,22 @@ impl SharedTimer {
         Poll::Pending
     }
 
+    /// The first instant at or after `at` on a grid of `step` that every stream of this runtime
+    /// shares (counted from when the runtime's wheel was made), so that deadlines aligned with
+    /// the same `step` fall on the same ticks and are woken together. `at` itself when `step` is
+    /// under two ticks, or outside a tokio runtime.
+    pub(crate) fn align(&mut self, at: Instant, step: Duration) -> Instant {
+        if step < TICK * 2 {
+            return at;
+        }
+        if self.wheel.is_none() {
+            self.wheel = Wheel::current();
+        }
+        self.wheel
+            .as_ref()
+            .map_or(at, |wheel| wheel.align(at, step))
+    }
+
     /// Leaves the wheel (the stream is over); the slot goes back to the wheel.
     pub(crate) fn clear(&mut self) {
         if let Some(wheel) = &self.wheel
@@ -195,6 +211,19 @@ impl Wheel {
             .checked_add(Duration::from_nanos(tick.saturating_mul(nanos)))
             // Beyond what an `Instant` holds: as good as never.
             .unwrap_or_else(|| self.epoch + Duration::from_secs(86_400 * 365 * 30))
+    }
+
+    /// See [`SharedTimer::align`]; `step` is not zero.
+    fn align(&self, at: Instant, step: Duration) -> Instant {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        let step = step.as_nanos().max(1);
+        since
+            .div_ceil(step)
+            .checked_mul(step)
+            .and_then(|nanos| u64::try_from(nanos).ok())
+            .and_then(|nanos| self.epoch.checked_add(Duration::from_nanos(nanos)))
+            // Beyond what an `Instant` holds: unaligned.
+            .map_or(at, |aligned| aligned.max(at))
     }
 
     /// Lists `slot` (allocated if [`NIL`]) at the tick of `deadline`, unless it is listed at an
@@ -520,6 +549,41 @@ mod tests {
         assert_eq!(third.slot, slot);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(woken.load(Ordering::SeqCst), 1, "only the second timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_is_honoured_after_an_early_fire() {
+        let mut timer = SharedTimer::new();
+        let start = Instant::now();
+        assert!(poll_at(&mut timer, start + Duration::from_secs(5)).is_pending());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The deadline moved to 9 s meanwhile: the timer that fired is set again, not reported.
+        assert!(poll_at(&mut timer, start + Duration::from_secs(9)).is_pending());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(poll_at(&mut timer, start + Duration::from_secs(9)).is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aligned_deadlines_share_a_grid_and_are_never_early() {
+        let (mut first, mut second) = (SharedTimer::new(), SharedTimer::new());
+        let start = Instant::now();
+        let step = Duration::from_millis(100);
+        let ms = |n| start + Duration::from_millis(n);
+        // The runtime's wheel is made by the first call: its grid starts now.
+        assert_eq!(first.align(ms(1_201), step), ms(1_300));
+        assert_eq!(second.align(ms(1_299), step), ms(1_300));
+        assert_eq!(second.align(ms(1_300), step), ms(1_300));
+        assert_eq!(second.align(ms(1_300) + TICK / 2, step), ms(1_400));
+        // Under two ticks: no grid.
+        assert_eq!(first.align(ms(1_201), TICK), ms(1_201));
+        assert_eq!(first.align(ms(1_201), Duration::ZERO), ms(1_201));
+    }
+
+    #[test]
+    fn outside_a_runtime_nothing_is_aligned() {
+        let mut timer = SharedTimer::new();
+        let at = Instant::now() + Duration::from_millis(1_234);
+        assert_eq!(timer.align(at, Duration::from_secs(1)), at);
     }
 
     #[test]
