@@ -22,7 +22,7 @@ use super::tracker::Tracker;
 use crate::BoxError;
 use crate::jitter::jittered_millis;
 use crate::scanner::bom_prefix;
-use crate::timer::Timer;
+use crate::timer::SharedTimer;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
@@ -73,8 +73,7 @@ pin_project! {
         // The request sent again, while it is answered.
         #[pin]
         future: Option<S::Future>,
-        #[pin]
-        timer: Timer,
+        timer: SharedTimer,
         state: State<S>,
     }
 }
@@ -105,7 +104,7 @@ where
                 body: Some(body),
                 resumer: Box::pin(Resumer {
                     future: None,
-                    timer: Timer::new(),
+                    timer: SharedTimer::new(),
                     state: State {
                         service,
                         replay,
@@ -414,7 +413,7 @@ where
         };
         let ResumerProj {
             mut future,
-            mut timer,
+            timer,
             state,
         } = resumer.as_mut().project();
         loop {
@@ -444,7 +443,7 @@ where
                     }
                 }
                 Phase::Waiting(deadline) => {
-                    ready!(timer.as_mut().poll_until(*deadline, cx));
+                    ready!(timer.poll_until(*deadline, cx));
                     state.phase = Phase::Requesting;
                 }
                 Phase::Requesting => {
@@ -481,13 +480,13 @@ where
                     }
                     let error = error.take();
                     state.phase = Phase::Done;
-                    timer.as_mut().clear();
+                    timer.clear();
                     if let Some(error) = error {
                         return Poll::Ready(Some(Err(error)));
                     }
                 }
                 Phase::Done => {
-                    timer.as_mut().clear();
+                    timer.clear();
                     return Poll::Ready(None);
                 }
             }
