@@ -646,6 +646,99 @@ mod tests {
         assert_eq!(last(&tracker), Some(&b"7"[..]));
     }
 
+    /// Feeds `frames` to the tracker and to the naive reference, checking that they agree after
+    /// each frame; returns the tracker.
+    fn checked(frames: &[&[u8]]) -> Tracker {
+        let mut fast = Tracker::new(16);
+        let mut naive = Naive::new(16);
+        for (n, frame) in frames.iter().enumerate() {
+            assert_eq!(fast.feed(frame), naive.feed(frame), "{frames:?} frame {n}");
+            assert_eq!(
+                fast.at_boundary(),
+                naive.at_boundary(),
+                "{frames:?} frame {n}"
+            );
+            assert_eq!(fast.last_id(), naive.last_id(), "{frames:?} frame {n}");
+            assert_eq!(fast.retry(), naive.retry, "{frames:?} frame {n}");
+        }
+        fast
+    }
+
+    /// Frames, the last event id after them, and whether they end at an event boundary.
+    type Case<'a> = (&'a [&'a [u8]], Option<Result<&'a [u8], ()>>, bool);
+
+    #[test]
+    fn the_whole_line_path_agrees_with_the_reference_on_each_rule() {
+        let cases: &[Case<'_>] = &[
+            // LF, CRLF and CR line endings, and mixed.
+            (&[b"id: 1\ndata: a\n\n"], Some(Ok(b"1")), true),
+            (&[b"id: 1\r\ndata: a\r\n\r\n"], Some(Ok(b"1")), true),
+            (&[b"id: 1\rdata: a\r\r"], Some(Ok(b"1")), true),
+            (&[b"id: 1\r\ndata: a\n\r"], Some(Ok(b"1")), true),
+            // A CR at the end of a frame: the LF that starts the next is the same line ending,
+            // not a blank line.
+            (
+                &[b"id: 1\r", b"\ndata: a\r", b"\n\r", b"\n"],
+                Some(Ok(b"1")),
+                true,
+            ),
+            (&[b"id: 1\ndata: a\r", b"\n"], None, false),
+            (&[b"id: 1\ndata: a\n\r", b"id: 2\n\n"], Some(Ok(b"2")), true),
+            // Several events in one frame: the last id that took effect.
+            (
+                &[b"id: 1\ndata: a\n\nid: 2\ndata: b\n\ndata: c\n\n"],
+                Some(Ok(b"2")),
+                true,
+            ),
+            (
+                &[b"id: 1\ndata: a\n\nid: 2\ndata: b\n"],
+                Some(Ok(b"1")),
+                false,
+            ),
+            // An id pending from an earlier frame, taking effect, or superseded, in this one.
+            (&[b"id: 1\ndata: a\n", b"\n"], Some(Ok(b"1")), true),
+            (&[b"id: 1\n", b"id: 2\n\n"], Some(Ok(b"2")), true),
+            (&[b"id: 1\n", b"\nid: 2\ndata: b\n"], Some(Ok(b"1")), false),
+            (&[b"id: 1\n\nid: 2\n", b"data: b\n\n"], Some(Ok(b"2")), true),
+            // A leading BOM is skipped, one later is text.
+            (&[b"\xEF\xBB\xBFid: 1\n\n"], Some(Ok(b"1")), true),
+            (&[b"\xEF", b"\xBB\xBFid: 1\n\n"], Some(Ok(b"1")), true),
+            (&[b"id: 1\n\n\xEF\xBB\xBFid: 2\n\n"], Some(Ok(b"1")), true),
+            // An id with a NUL is ignored, whole or cut.
+            (&[b"id: 1\n\nid: a\0b\ndata: x\n\n"], Some(Ok(b"1")), true),
+            (
+                &[b"id: 1\n\nid: a\0", b"b\ndata: x\n\n"],
+                Some(Ok(b"1")),
+                true,
+            ),
+            // (past the first 32 bytes, where the short search hands over to `memchr`)
+            (
+                &[b"id: 1\n\nid: abcdefghijklmnopqrstuvwxyz0123456789\0x\n\n"],
+                Some(Ok(b"1")),
+                true,
+            ),
+            // `id` without a colon is an empty id; an empty id resets the last event id.
+            (&[b"id: 1\n\nid\n\n"], Some(Ok(b"")), true),
+            (&[b"id: 1\n\nid:\r\n\r\n"], Some(Ok(b"")), true),
+            (&[b"id: 1\n\nid: \n\n"], Some(Ok(b"")), true),
+            (&[b"id: 1\n\ni", b"d\n\n"], Some(Ok(b"")), true),
+            // Not `id`: other names starting with `i`, and one leading space only dropped.
+            (&[b"idx: 1\nid : 2\ni: 3\n\n"], None, true),
+            (&[b"id:  1\n\n"], Some(Ok(b" 1")), true),
+            (&[b"id:1\n\n"], Some(Ok(b"1")), true),
+            // Too long to keep (16 bytes here).
+            (&[b"id: 0123456789abcdefg\n\n"], Some(Err(())), true),
+            // Comments do not open an event; `retry` is read at once.
+            (&[b": hi\nretry: 250\n\n: x\n"], None, true),
+            (&[b"data: a\n\nretry: 1x\n"], None, false),
+        ];
+        for &(frames, last, boundary) in cases {
+            let tracker = checked(frames);
+            assert_eq!(tracker.last_id(), last, "{frames:?}");
+            assert_eq!(tracker.at_boundary(), boundary, "{frames:?}");
+        }
+    }
+
     proptest! {
         /// At every frame boundary the tracker's last id and boundary flag agree with the reference
         /// parser over the same bytes.
