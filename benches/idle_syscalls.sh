@@ -7,7 +7,8 @@
 #
 # Runs `loadgen --only idle --variant VARIANT --heartbeat-ms 1000 --idle-window-ms 3000` with a
 # `perf stat -p PID` beside it that the loadgen enables only during its CPU windows
-# (`--perf-ctl`; `--no-inherit`: not the client process it spawns), then prints the counts divided by the heartbeats of those windows.
+# (`--perf-ctl`; `--no-inherit`: not the client process it spawns), then prints the counts
+# divided by the heartbeats of those windows.
 # Needs `perf` with tracepoints (root, or perf_event_paranoid <= -1) and Linux.
 set -euo pipefail
 bin=$1
