@@ -22,7 +22,8 @@
 //!
 //! Run with: `cargo bench -p tower-sse --features gzip,br,zstd --bench compress`
 //! (`-- --only ratio` or `-- --only latency` for one part; `-- --only scan` for what smaller
-//! settings than the defaults give up).
+//! settings than the defaults give up; `-- --only br-hashers` for the `brotli` crate's encoder
+//! driven directly with hasher settings `Brotli` does not expose).
 //!
 //! Events: JSON progress events of ~300 B (job, record id, counters, a rate, a stage, a worker, a
 //! timestamp in microseconds and as text, an error object on about one event in ten) and ~1 KiB
@@ -39,8 +40,8 @@
 //! Memory: a fresh process (this binary, run again with `--memory <setting> <events>`) opens
 //! `STREAMS` streams and feeds each `EVENTS_PER_STREAM` events (more than the largest default
 //! window, so that buffers are touched); "heap" is the growth of the bytes allocated through
-//! Rust's global allocator (counted by `cap`, which sees zlib-rs's and the `brotli` crate's state
-//! but not libzstd's, which allocates with C `malloc`), "RSS" the growth of `VmRSS` (which sees
+//! Rust's global allocator (counted by `cap`, which sees C zlib's state, allocated through the
+//! wrapper's `zalloc`, and the `brotli` crate's, but not libzstd's, which uses C `malloc`), "RSS" the growth of `VmRSS` (which sees
 //! both, but only pages really touched), each per stream and minus the same for identity
 //! streams.
 //!
@@ -343,7 +344,7 @@ fn settings() -> Vec<Setting> {
             compression: only(Coding::Gzip),
         },
         Setting {
-            name: "gzip, zlib's defaults (6, 2^15, memLevel 8)",
+            name: "gzip, zlib's defaults (level 6, window 2^15, memLevel 8)",
             coding: Coding::Gzip,
             scan: false,
             compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(15).mem_level(8)),
@@ -382,28 +383,52 @@ fn settings() -> Vec<Setting> {
         },
         // The scan: what smaller settings give up (`--only scan`).
         Setting {
-            name: "gzip, window 2^9, memLevel 1 (the smallest zlib-rs allows)",
+            name: "gzip, window 2^9, memLevel 1 (the smallest)",
             coding: Coding::Gzip,
             scan: true,
             compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(9).mem_level(1)),
         },
         Setting {
-            name: "gzip, window 2^10, memLevel 1",
+            name: "gzip, window 2^10, memLevel 3",
             coding: Coding::Gzip,
             scan: true,
-            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(10).mem_level(1)),
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(10).mem_level(3)),
         },
         Setting {
-            name: "gzip, window 2^11, memLevel 1",
+            name: "gzip, window 2^11, memLevel 4",
             coding: Coding::Gzip,
             scan: true,
-            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(11).mem_level(1)),
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(11)),
         },
         Setting {
             name: "gzip, window 2^12, memLevel 1",
             coding: Coding::Gzip,
             scan: true,
             compression: only(Coding::Gzip).gzip(Gzip::new().mem_level(1)),
+        },
+        Setting {
+            name: "gzip, window 2^13, memLevel 4",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(13)),
+        },
+        Setting {
+            name: "gzip, window 2^13, memLevel 5",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().window_bits(13).mem_level(5)),
+        },
+        Setting {
+            name: "gzip, level 1, window 2^12, memLevel 4",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().level(1)),
+        },
+        Setting {
+            name: "gzip, level 9, window 2^12, memLevel 4",
+            coding: Coding::Gzip,
+            scan: true,
+            compression: only(Coding::Gzip).gzip(Gzip::new().level(9)),
         },
         Setting {
             name: "br, quality 0, window 2^12",
@@ -710,6 +735,120 @@ fn latency_tables(runtime: &tokio::runtime::Runtime) {
     }
 }
 
+/// The `brotli` crate's encoder with its hasher parameters set directly (`params.hasher`, which
+/// `Brotli` does not expose), to see whether any setting keeps its state within 64 KiB with a
+/// useful ratio: state per stream (bytes allocated through Rust's allocator by 100 encoders that
+/// each encoded and flushed 32 events), wire / identity and CPU per MB at one flush per event.
+fn br_hashers() {
+    use brotli::enc::StandardAlloc;
+    use brotli::enc::backward_references::BrotliEncoderMode;
+    use brotli::enc::encode::{
+        BrotliEncoderOperation, BrotliEncoderParameter, BrotliEncoderStateStruct,
+    };
+
+    type State = Box<BrotliEncoderStateStruct<StandardAlloc>>;
+    /// (quality, lgwin, (bucket_bits, block_bits, hash_len) or the crate's choice).
+    type Config = (u32, u32, Option<(i32, i32, i32)>);
+    fn new(config: Config) -> State {
+        let mut state = Box::new(BrotliEncoderStateStruct::new(StandardAlloc::default()));
+        state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_QUALITY, config.0);
+        state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_LGWIN, config.1);
+        state.set_parameter(
+            BrotliEncoderParameter::BROTLI_PARAM_MODE,
+            BrotliEncoderMode::BROTLI_MODE_TEXT as u32,
+        );
+        if let Some((bucket_bits, block_bits, hash_len)) = config.2 {
+            state.params.hasher.bucket_bits = bucket_bits;
+            state.params.hasher.block_bits = block_bits;
+            state.params.hasher.hash_len = hash_len;
+        }
+        state
+    }
+    /// Encodes `input` and flushes: the bytes written.
+    fn flush(state: &mut State, input: &[u8], buffer: &mut [u8]) -> usize {
+        let mut wire = 0;
+        let (mut available_in, mut input_offset) = (input.len(), 0);
+        for operation in [
+            BrotliEncoderOperation::BROTLI_OPERATION_PROCESS,
+            BrotliEncoderOperation::BROTLI_OPERATION_FLUSH,
+        ] {
+            loop {
+                let (mut available_out, mut output_offset) = (buffer.len(), 0);
+                assert!(state.compress_stream(
+                    operation,
+                    &mut available_in,
+                    input,
+                    &mut input_offset,
+                    &mut available_out,
+                    buffer,
+                    &mut output_offset,
+                    &mut None,
+                    &mut |_, _, _, _| (),
+                ));
+                wire += output_offset;
+                if available_in == 0 && !state.has_more_output() {
+                    break;
+                }
+            }
+        }
+        wire
+    }
+
+    let events = events(N, false);
+    let plain: usize = events.iter().map(Bytes::len).sum();
+    let mut buffer = vec![0; 4096];
+    println!("\n`brotli` crate, hasher set directly, ~300 B events, one flush per event\n");
+    println!(
+        "| quality | lgwin | hasher (bucket, block, hash_len) | wire / identity | CPU per MB | state per stream |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut configs: Vec<Config> = (0..=4).map(|q| (q, 12, None)).collect();
+    configs.push((5, 12, None));
+    for q in [5, 7] {
+        for hasher in [(9, 3, 5), (10, 2, 5), (11, 1, 5), (12, 1, 5)] {
+            configs.push((q, 12, Some(hasher)));
+        }
+        configs.push((q, 16, Some((11, 2, 5))));
+    }
+    for config in configs {
+        // Quality 5 with the crate's own hasher holds tens of MiB: fewer of those.
+        let count = if config.2.is_none() && config.0 >= 5 {
+            4
+        } else {
+            100
+        };
+        let before = ALLOCATOR.allocated();
+        let held: Vec<State> = (0..count)
+            .map(|_| {
+                let mut state = new(config);
+                for event in &events[..EVENTS_PER_STREAM] {
+                    flush(&mut state, event, &mut buffer);
+                }
+                state
+            })
+            .collect();
+        let state = (ALLOCATOR.allocated() - before) as f64 / f64::from(count);
+        drop(held);
+        let mut encoder = new(config);
+        let start = Instant::now();
+        let wire: usize = events
+            .iter()
+            .map(|event| flush(&mut encoder, event, &mut buffer))
+            .sum();
+        let cpu = start.elapsed().as_secs_f64() * 1e3 / (plain as f64 / 1e6);
+        println!(
+            "| {} | {} | {} | {:.3} | {cpu:.1} ms | {:.1} KiB |",
+            config.0,
+            config.1,
+            config
+                .2
+                .map_or_else(|| "the crate's".to_owned(), |h| format!("{h:?}")),
+            wire as f64 / plain as f64,
+            state / 1024.0
+        );
+    }
+}
+
 fn main() {
     let settings = settings();
     let args: Vec<String> = std::env::args().collect();
@@ -728,6 +867,10 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|at| args[at + 1].clone());
+    if only.as_deref() == Some("br-hashers") {
+        br_hashers();
+        return;
+    }
     if only.as_deref() == Some("scan") {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

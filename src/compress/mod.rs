@@ -23,17 +23,30 @@
 //!
 //! | coding | feature | default | state per stream | smallest possible |
 //! |---|---|---|---|---|
+//! | `gzip` | `gzip` | level 6, window 2^12, memLevel 4 | 30 KiB | 9 KiB (window 2^9, memLevel 1), but such a window no longer holds an event (0.8× of identity) |
 //! | `zstd` | `zstd` | level 3, window 2^12, hash 2^10, chain 2^10 | 60 KiB | — |
-//! | `gzip` | `gzip` | level 6, window 2^12, memLevel 4 | 154 KiB | ~ 134 KiB: zlib-rs's hash table is 128 KiB whatever the settings |
-//! | `br` | `br` | quality 3, window 2^12 | 315 KiB | ~ 315 KiB: qualities 2 to 4 hash into 2^16 to 2^17 buckets whatever the window; 0 and 1 keep no history from one flush to the next (0.8–0.9× of identity) |
+//! | `br` | `br` | quality 3, window 2^12 | 315 KiB | ~ 315 KiB: qualities 2 to 4 hash into 2^16 to 2^17 buckets whatever the window, 5 and up keep a ring buffer of at least 192 KiB; 0 and 1 keep no history from one flush to the next (0.8–0.9× of identity) |
 //!
-//! Only zstd stays within 64 KiB per stream; the default order (zstd, gzip, br) therefore puts
-//! zstd first and Brotli, which costs the most memory and CPU and compresses one-event flushes no
-//! better than the others, last. On event streams flushed after every event, a larger window
-//! gains little or nothing: the events a JSON stream repeats are the last few.
+//! gzip and zstd stay within 64 KiB per stream; Brotli, which costs the most memory and CPU and
+//! compresses one-event flushes no better than the others, comes last in the default order
+//! (zstd, gzip, br). On event streams flushed after every event, a larger window gains little:
+//! the events a JSON stream repeats are the last few.
+//!
+//! The `gzip` feature links C zlib (through `libz-sys`: the system's libz, or a bundled copy
+//! built with the C compiler where there is none): it is the deflate whose memory follows
+//! `window_bits` and `mem_level` (see [`Gzip`]).
 
 mod encoder;
 mod negotiate;
+// The crate's only `unsafe`: a small wrapper of C zlib's deflate, whose memLevel no safe crate
+// exposes (see the module's docs); every block there says why it is sound.
+#[cfg(feature = "gzip")]
+#[allow(
+    unsafe_code,
+    reason = "the zlib FFI wrapper; nothing else may use unsafe"
+)]
+#[warn(clippy::undocumented_unsafe_blocks)]
+mod zlib;
 
 use std::fmt;
 
@@ -186,19 +199,19 @@ impl Compression {
     }
 }
 
-/// Settings of the gzip encoder (zlib-rs; feature `gzip`).
+/// Settings of the gzip encoder (C zlib; feature `gzip`).
 ///
-/// Its state per stream is about `2^(window_bits + 2) + 2^(mem_level + 9)` bytes plus zlib-rs's
-/// fixed 128 KiB hash table: 154 KiB with the defaults, never less than about 134 KiB.
+/// Its state per stream is `2^(window_bits + 2) + 2^(mem_level + 9)` bytes plus zlib's own 6 KiB:
+/// 30 KiB with the defaults, 262 KiB with zlib's (window 2^15, memLevel 8).
 ///
 /// ```
 /// use tower_sse::{Coding, Compression, Gzip};
 ///
-/// // zlib's own defaults: a 32 KiB window (about 370 KiB per stream).
+/// // A window of 8 KiB (46 KiB per stream): a little more of 1 KiB events is found again.
 /// let compression = Compression::new()
 ///     .order([Coding::Gzip])
-///     .gzip(Gzip::new().level(6).window_bits(15).mem_level(8));
-/// # let _ = compression;
+///     .gzip(Gzip::new().level(6).window_bits(13).mem_level(4));
+/// assert_eq!(compression.codings(), [Coding::Gzip]);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -238,8 +251,9 @@ impl Gzip {
         self
     }
 
-    /// zlib's memLevel, 1 to 9 (clamped): the size of the buffer of symbols of a block. Default:
-    /// 4.
+    /// zlib's memLevel, 1 to 9 (clamped): its hash table has `2^(level + 7)` entries and a block
+    /// holds up to `2^(level + 6)` symbols (each memLevel doubles both, `2^(level + 9)` bytes).
+    /// Default: 4 (8 KiB).
     pub const fn mem_level(mut self, level: u8) -> Self {
         self.mem_level = clamp(level, 1, 9);
         self
@@ -250,7 +264,9 @@ impl Gzip {
 ///
 /// Qualities 2 to 4 keep a hash table of 2^16 (2, 3) or 2^17 (4) buckets whatever the window:
 /// 315 KiB per stream at quality 3 (the default), 715 KiB at 4. Qualities 0 and 1 need almost
-/// nothing but forget everything at each flush, and 5 and up need megabytes.
+/// nothing but forget everything at each flush, and 5 and up need megabytes (32 MiB at 5: the
+/// crate's default hasher; even with a small one, its ring buffer alone is 192 KiB). No setting
+/// of the `brotli` crate stays within 64 KiB per stream and keeps history across flushes.
 ///
 /// ```
 /// use tower_sse::{Brotli, Coding, Compression};
