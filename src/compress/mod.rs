@@ -29,8 +29,9 @@
 //!
 //! gzip and zstd stay within 64 KiB per stream; the default order (zstd, gzip, br) puts zstd,
 //! which needs the least CPU per event, first and Brotli, which costs the most memory and CPU
-//! and compresses one-event flushes no better than the others, last. On event streams flushed after every event, a larger window gains little:
-//! the events a JSON stream repeats are the last few.
+//! and compresses one-event flushes no better than the others, last. On event streams flushed
+//! after every event, a larger window gains little: the events a JSON stream repeats are the
+//! last few.
 //!
 //! The `gzip` feature links C zlib (through `libz-sys`: the system's libz, or a bundled copy
 //! built with the C compiler where there is none): it is the deflate whose memory follows
