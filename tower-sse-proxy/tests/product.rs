@@ -52,10 +52,6 @@ async fn named_upstream(name: &'static str) -> SocketAddr {
     .await
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|&arg| arg.to_owned()).collect()
-}
-
 /// A raw HTTP/1.1 GET with `Connection: close`; returns the lowercased head and the body
 /// (dechunked when chunked).
 async fn get(addr: SocketAddr, host: &str, path: &str, sse: bool) -> (String, String) {
@@ -110,7 +106,7 @@ retry = "500ms"
 "#
         ),
     );
-    let mut proxy = Running::start(&args(&["--config", &config.path()]));
+    let mut proxy = Running::start(&["--config".to_owned(), config.path()]);
     let first = proxy.line().await;
     assert!(
         first.starts_with("listening on http://127.0.0.1:"),
@@ -204,12 +200,7 @@ async fn sighup_reloads_the_routes_and_a_bad_file_changes_nothing() {
         )
     };
     let config = TempFile::new("reload.toml", &text("1s"));
-    let mut proxy = Running::start(&args(&[
-        "--config",
-        &config.path(),
-        "--listen",
-        "127.0.0.1:0",
-    ]));
+    let mut proxy = Running::listen(&["--config", &config.path()]);
     let addr = proxy.addr().await;
     assert!(
         get(addr, "x", "/a/events", true)
@@ -264,16 +255,15 @@ async fn silent_upstream() -> SocketAddr {
 async fn an_upstream_that_never_answers_gets_504_or_the_unreachable_answer_after_the_response_timeout()
  {
     let upstream = silent_upstream().await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--response-timeout",
-        "300ms",
-        "--route",
-        "/live/=unreachable-sse,retry:1s",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &[
+            "--response-timeout",
+            "300ms",
+            "--route",
+            "/live/=unreachable-sse,retry:1s",
+        ],
+    );
     let addr = proxy.addr().await;
     let started = Instant::now();
     let (head, body) = get(addr, "x", "/events", true).await;
@@ -293,14 +283,7 @@ async fn an_upstream_that_never_answers_gets_504_or_the_unreachable_answer_after
 #[tokio::test]
 async fn silent_and_slow_connections_are_closed_after_the_header_timeout() {
     let upstream = named_upstream("a").await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--header-timeout",
-        "300ms",
-    ]));
+    let mut proxy = Running::proxy(upstream, &["--header-timeout", "300ms"]);
     let addr = proxy.addr().await;
     for opening in [&b""[..], b"P", b"GET / HTTP/1.1\r\nHost: x\r\n"] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -337,12 +320,7 @@ async fn a_malformed_request_body_gets_400_and_a_garbage_upstream_head_gets_502_
         },
     ))
     .await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{reader}"),
-    ]));
+    let mut proxy = Running::proxy(reader, &[]);
     let addr = proxy.addr().await;
     let raw = raw_exchange(
         addr,
@@ -367,12 +345,7 @@ async fn a_malformed_request_body_gets_400_and_a_garbage_upstream_head_gets_502_
             });
         }
     });
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{garbage}"),
-    ]));
+    let mut proxy = Running::proxy(garbage, &[]);
     let addr = proxy.addr().await;
     let (head, body) = get(addr, "x", "/events", true).await;
     assert!(head.starts_with("http/1.1 502"), "{head}");
@@ -384,18 +357,17 @@ async fn a_malformed_request_body_gets_400_and_a_garbage_upstream_head_gets_502_
 async fn the_admin_listener_serves_metrics_health_and_readiness_that_turns_503_when_the_drain_starts()
  {
     let upstream = named_upstream("a").await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--drain",
-        "1500ms",
-        "--route",
-        "/feeds/=retry:1s",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--drain",
+            "1500ms",
+            "--route",
+            "/feeds/=retry:1s",
+        ],
+    );
     let addr = proxy.addr().await;
     let admin = proxy.addr().await;
     assert_eq!(get(admin, "x", "/healthz", false).await.1, "ok\n");
@@ -444,14 +416,7 @@ async fn the_admin_listener_serves_metrics_health_and_readiness_that_turns_503_w
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let upstream = named_upstream("a").await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--log-format",
-        "json",
-    ]));
+    let mut proxy = Running::proxy(upstream, &["--log-format", "json"]);
     let addr = proxy.addr().await;
     get(addr, "x", "/events", true).await;
     let log = proxy
@@ -484,12 +449,7 @@ async fn websocket_upgrades_are_tunnelled_both_ways() {
             });
         }
     });
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-    ]));
+    let mut proxy = Running::proxy(upstream, &[]);
     let addr = proxy.addr().await;
     let (mut socket, response) = tokio::time::timeout(
         Duration::from_secs(3),
@@ -586,9 +546,7 @@ async fn tls_to_clients_with_alpn_h2_and_to_an_https_upstream_with_a_ca_file() {
         }
     });
 
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
+    let mut proxy = Running::listen(&[
         "--upstream",
         &format!("https://127.0.0.1:{}", upstream.port()),
         "--upstream-ca",
@@ -597,7 +555,7 @@ async fn tls_to_clients_with_alpn_h2_and_to_an_https_upstream_with_a_ca_file() {
         &cert.path(),
         "--tls-key",
         &key.path(),
-    ]));
+    ]);
     let line = proxy.line().await;
     assert!(
         line.starts_with("listening on https://127.0.0.1:"),
@@ -682,13 +640,7 @@ async fn an_http2_upstream_passes_trailers_through_like_grpc() {
         },
     ))
     .await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--upstream-http2",
-    ]));
+    let mut proxy = Running::proxy(upstream, &["--upstream-http2"]);
     let addr = proxy.addr().await;
     let client = support::client(true);
     let request = Request::post(format!("http://{addr}/pkg.Service/Call"))
@@ -737,12 +689,7 @@ async fn the_readme_config_file_loads() {
 #[tokio::test]
 async fn oversized_request_heads_get_431() {
     let upstream = named_upstream("a").await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-    ]));
+    let mut proxy = Running::proxy(upstream, &[]);
     let addr = proxy.addr().await;
     let big = "x".repeat(1 << 20);
     let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -780,16 +727,10 @@ async fn body_reader() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
 #[tokio::test]
 async fn request_bodies_over_max_body_get_413_per_route_and_never_reach_the_upstream() {
     let (upstream, read) = body_reader().await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--max-body",
-        "1KiB",
-        "--route",
-        "/upload/=max-body:16KiB",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &["--max-body", "1KiB", "--route", "/upload/=max-body:16KiB"],
+    );
     let addr = proxy.addr().await;
     let post = |http2: bool, path: &str, size: usize| {
         let request = Request::post(format!("http://{addr}{path}"))
@@ -869,16 +810,10 @@ fn sample(metrics: &str, name: &str, want: &[&str]) -> Option<f64> {
 #[tokio::test]
 async fn the_admin_metrics_have_a_histogram_of_stream_durations_by_route() {
     let upstream = named_upstream("a").await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--route",
-        "/feeds/=retry:1s",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &["--admin", "127.0.0.1:0", "--route", "/feeds/=retry:1s"],
+    );
     let addr = proxy.addr().await;
     let admin = proxy.addr().await;
 
@@ -968,17 +903,16 @@ async fn closed_after(stream: &mut TcpStream) -> Duration {
 async fn idle_client_connections_are_closed_after_the_keepalive_timeout_and_busy_ones_are_not() {
     let upstream = named_upstream("a").await;
     // A header timeout shorter than the keep-alive one: only the first head is bound by it.
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--header-timeout",
-        "200ms",
-        "--keepalive-timeout",
-        "600ms",
-        "--no-heartbeat",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &[
+            "--header-timeout",
+            "200ms",
+            "--keepalive-timeout",
+            "600ms",
+            "--no-heartbeat",
+        ],
+    );
     let addr = proxy.addr().await;
     let request = b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
 

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use support::{dechunk, eventually, raw_exchange, split_head};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::{Running, dechunk, eventually, raw_exchange, split_head};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
 // ---------------------------------------------------------------------------------------------
 // The upstream
@@ -173,55 +173,17 @@ fn answer(target: &str, headers: &HeaderMap) -> Response<UpstreamBody> {
 // ---------------------------------------------------------------------------------------------
 // The proxy process
 
-/// A running proxy; killed on drop.
+/// A running proxy in front of one upstream, its address taken from its first stdout line;
+/// killed on drop.
 struct Proxy {
-    child: Child,
+    running: Running,
     addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-    _stdout: tokio::io::Lines<BufReader<ChildStdout>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 impl Proxy {
     async fn start(upstream: SocketAddr, flags: &[&str]) -> Self {
-        let mut child = Command::new(proxy_binary())
-            .args(["--listen", "127.0.0.1:0", "--upstream"])
-            .arg(format!("http://{upstream}"))
-            .args(flags)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start the proxy example");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = Arc::clone(&stderr);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err_lines.next_line().await {
-                let mut sink = sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(5), stdout.next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        let Some(first) = first else {
-            panic!(
-                "the proxy printed no `listening on` line; stderr:\n{}",
-                stderr.lock().unwrap()
-            );
-        };
+        let mut running = Running::proxy(upstream, flags);
+        let first = running.line().await;
         let addr = first
             .strip_prefix("listening on http://")
             .and_then(|rest| rest.split(',').next())
@@ -231,16 +193,11 @@ impl Proxy {
             first.ends_with(&format!(", proxying to http://{upstream}")),
             "{first}"
         );
-        Self {
-            child,
-            addr,
-            stderr,
-            _stdout: stdout,
-        }
+        Self { running, addr }
     }
 
     fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.running.log()
     }
 
     /// The log once it contains `needle` (it is read from the pipe by another task), or after
@@ -251,14 +208,7 @@ impl Proxy {
 
     /// [`log_with`](Self::log_with), waiting up to `timeout`.
     async fn log_within(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(needle) || tokio::time::Instant::now() >= deadline {
-                return log;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.running.log_within(needle, timeout).await
     }
 }
 
@@ -801,7 +751,7 @@ async fn sigterm_drains_an_open_stream_with_a_retry_hint_and_exits_0() {
     .await;
     assert!(got_everything, "{:?}", String::from_utf8_lossy(&raw));
 
-    let pid = proxy.child.id().expect("the proxy already exited");
+    let pid = proxy.running.child.id().expect("the proxy already exited");
     let signalled = std::time::Instant::now();
     let status = std::process::Command::new("kill")
         .arg("-TERM")
@@ -835,7 +785,7 @@ async fn sigterm_drains_an_open_stream_with_a_retry_hint_and_exits_0() {
         .unwrap_or_else(|| panic!("no final retry line: {rest:?}"));
     assert!((2400..=3600).contains(&millis), "{millis}");
 
-    let status = tokio::time::timeout(Duration::from_secs(3), proxy.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(3), proxy.running.child.wait())
         .await
         .unwrap_or_else(|_| panic!("the proxy did not exit within 3 s:\n{}", proxy.log()))
         .unwrap();

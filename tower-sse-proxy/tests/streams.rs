@@ -22,10 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_sse_test_support::dying_upstream::{Plan as Death, dying_upstream, event};
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|&arg| arg.to_owned()).collect()
-}
-
 /// The ids of the events in `data`, each checked against its `data:` line; comments and
 /// `retry:` lines are skipped.
 fn ids(data: &str) -> Vec<usize> {
@@ -77,17 +73,10 @@ async fn with_resume_an_upstream_that_dies_mid_stream_is_spliced_and_the_client_
         Death::End(3),
     ])
     .await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--retry",
-        "100ms",
-        "--resume",
-    ]));
+    let mut proxy = Running::proxy(
+        upstream,
+        &["--admin", "127.0.0.1:0", "--retry", "100ms", "--resume"],
+    );
     let addr = proxy.addr().await;
     let admin = proxy.addr().await;
 
@@ -117,14 +106,7 @@ async fn with_resume_an_upstream_that_dies_mid_stream_is_spliced_and_the_client_
 #[tokio::test]
 async fn without_resume_the_clients_stream_ends_where_the_upstream_died() {
     let (upstream, seen) = dying_upstream(vec![Death::ResetMidEvent(3)]).await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--route",
-        "/live/=resume",
-    ]));
+    let mut proxy = Running::proxy(upstream, &["--route", "/live/=resume"]);
     let addr = proxy.addr().await;
     let request = b"GET /events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\n\
                     Connection: close\r\n\r\n";
@@ -189,14 +171,7 @@ async fn with_compress_a_gzip_client_decodes_each_event_while_the_stream_is_open
     use std::io::Write as _;
 
     let (upstream, seen) = slow_upstream().await;
-    let mut proxy = Running::start(&args(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &format!("http://{upstream}"),
-        "--no-retry",
-        "--compress",
-    ]));
+    let mut proxy = Running::proxy(upstream, &["--no-retry", "--compress"]);
     let addr = proxy.addr().await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
@@ -312,12 +287,7 @@ async fn a_stream_opened_before_a_sighup_keeps_its_settings_and_new_ones_get_the
         )
     };
     let config = support::TempFile::new("reload-keeps.toml", &text("100ms"));
-    let mut proxy = Running::start(&args(&[
-        "--config",
-        &config.path(),
-        "--listen",
-        "127.0.0.1:0",
-    ]));
+    let mut proxy = Running::listen(&["--config", &config.path()]);
     let addr = proxy.addr().await;
     let mut old = open_stream(addr).await;
     assert!(heartbeats_within(&mut old, Duration::from_millis(450)).await >= 2);

@@ -32,7 +32,34 @@ impl Drop for Running {
     }
 }
 
+/// `--listen 127.0.0.1:0` and then `extra`: the start of every proxy a test runs (a config
+/// file, or upstreams given in `extra`).
+pub fn listen_args(extra: &[&str]) -> Vec<String> {
+    ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .map(|&arg| arg.to_owned())
+        .collect()
+}
+
+/// `--listen 127.0.0.1:0 --upstream URL` and then `extra`: a proxy in front of one upstream.
+pub fn proxy_args(upstream_url: &str, extra: &[&str]) -> Vec<String> {
+    listen_args(&[&["--upstream", upstream_url], extra].concat())
+}
+
 impl Running {
+    /// Starts the binary on `127.0.0.1:0` in front of the plain-HTTP upstream at `upstream`,
+    /// with the flags `extra`.
+    pub fn proxy(upstream: SocketAddr, extra: &[&str]) -> Self {
+        Self::start(&proxy_args(&format!("http://{upstream}"), extra))
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with the arguments `extra` (a config file, or an
+    /// upstream that is not plain HTTP).
+    pub fn listen(extra: &[&str]) -> Self {
+        Self::start(&listen_args(extra))
+    }
+
     /// Starts the binary with `args` (stderr collected in the background).
     pub fn start(args: &[String]) -> Self {
         use tokio::io::AsyncBufReadExt;
