@@ -220,11 +220,12 @@ impl<M> SseLayer<M> {
     /// that went to the client, and goes out at the next multiple of `slack` on a grid that every
     /// stream of the tokio runtime shares: never before it falls due, at most `slack` after (plus
     /// the time the runtime takes to poll the stream). An idle stream then keeps the grid: a
-    /// heartbeat counts from the grid instant it was set for, not from when it was polled, so
-    /// its heartbeats are the interval apart, rounded up to a multiple of `slack`, and the
-    /// schedule does not slip by the polling delay (as with [`tokio::time::Interval`]). Traffic
-    /// moves the next heartbeat as before; idle timeout, lifetime and drain deadlines are not
-    /// moved.
+    /// heartbeat polled less than `slack` after the grid instant it was set for counts from that
+    /// instant, so its heartbeats are the interval apart, rounded up to a multiple of `slack`,
+    /// and the schedule does not slip by the polling delay; one polled later than that (an
+    /// overloaded runtime) counts from when it went out, so heartbeats never come in a burst to
+    /// catch up. Traffic moves the next heartbeat as before; idle timeout, lifetime and drain
+    /// deadlines are not moved.
     ///
     /// Default: a tenth of the heartbeat interval, at most 1 s (1 s for the default 15 s, so
     /// heartbeats come 15 to 16 s after the last byte, well within the 30–100 s idle limits of

@@ -303,10 +303,10 @@ where
         }
         // The heartbeat's deadline, moved to the runtime's grid of the heartbeat slack: idle
         // streams whose heartbeats fall due in the same slack are woken together.
-        let heartbeat_at = state
+        let heartbeat = state
             .heartbeat_due()
-            .map(|(due, slack)| timer.align(due, slack));
-        let Some(deadline) = state.next_deadline(heartbeat_at) else {
+            .map(|(due, slack)| (timer.align(due, slack), slack));
+        let Some(deadline) = state.next_deadline(heartbeat.map(|(at, _)| at)) else {
             return Poll::Pending;
         };
         if timer.poll_until(deadline, cx).is_pending() {
@@ -314,7 +314,7 @@ where
         }
         // The deadline passed: act on what is due; the next turn re-arms the timer for what is
         // left.
-        state.on_timer(Instant::now(), heartbeat_at);
+        state.on_timer(Instant::now(), heartbeat);
     }
 }
 
@@ -558,8 +558,9 @@ impl State {
         candidates.into_iter().flatten().min()
     }
 
-    /// `heartbeat_at`: when the heartbeat was set to go out (its due time on the slack's grid).
-    fn on_timer(&mut self, now: Instant, heartbeat_at: Option<Instant>) {
+    /// `heartbeat`: when the heartbeat was set to go out (its due time on the slack's grid), and
+    /// the slack.
+    fn on_timer(&mut self, now: Instant, heartbeat: Option<(Instant, Duration)>) {
         if self.phase == Phase::Ended {
             return;
         }
@@ -594,10 +595,16 @@ impl State {
         if let Some(interval) = self.settings().heartbeat
             && now >= self.last_output + interval
         {
-            // Dated when it was set to go out, when that has passed: the next one is then due on
-            // the grid again, so an idle stream keeps the grid (one heartbeat every interval,
-            // rounded up to the slack) instead of slipping by the time it took to poll it.
-            self.last_output = heartbeat_at.filter(|&at| at <= now).unwrap_or(now);
+            // Dated when it was set to go out, when that was less than one slack ago: the next one
+            // is then due on the grid again, so an idle stream keeps the grid (one heartbeat
+            // every interval, rounded up to the slack) instead of slipping by the time it took to
+            // poll it. Polled later than that (an overloaded runtime), it is dated now: heartbeats
+            // never come in a burst to catch up (the next is due at least an interval minus the
+            // slack after this one).
+            self.last_output = match heartbeat {
+                Some((at, slack)) if at <= now && now < at + slack => at,
+                _ => now,
+            };
             match self.scanner.injection() {
                 Some(line_end) => {
                     self.scanner.injected();

@@ -260,6 +260,28 @@ mod stream {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_polled_far_too_late_is_not_followed_by_a_burst() {
+        // Heartbeat 1 s, slack 100 ms, polled only at 3.05 s: one heartbeat then, dated then
+        // (it is more than a slack past its grid instant), and the next at 4.1 s (due 4.05 s).
+        let config = config(|c| {
+            c.settings.heartbeat = Some(S);
+            c.heartbeat_slack = Some(Duration::from_millis(100));
+        });
+        let (mut body, _) = sse(vec![Step::Wait(100 * S)], &config);
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let waited = tokio::time::timeout(ms(1), body.frame()).await;
+        assert!(waited.is_err());
+        tokio::time::sleep_until(start + ms(3_050)).await;
+        for at in [3_050, 4_100, 5_100] {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(frame, ":\n");
+            assert_eq!(start.elapsed(), ms(at));
+        }
+        assert_eq!(config.metrics.snapshot().heartbeats, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn without_slack_each_heartbeat_goes_out_when_due() {
         let config = config(|c| {
             c.settings.heartbeat = Some(S);
