@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tower::{Layer, ServiceExt};
-use tower_sse::{Compression, SseLayer};
+use tower_sse::{Coding, Compression, SseLayer};
 use tower_sse_test_support::browser::{self, Chromium, Killed, lines};
 use tower_sse_test_support::loopback::{self, BoxError};
 
@@ -170,7 +170,8 @@ async fn serve(state: Arc<State>) -> SocketAddr {
     let compressed = SseLayer::new()
         .no_heartbeat()
         .no_retry()
-        .compress(Compression::new())
+        // br is offered only when named: every coding is tested here.
+        .compress(Compression::new().order([Coding::Zstd, Coding::Gzip, Coding::Br]))
         .layer(inner.clone());
     let identity = SseLayer::new().no_heartbeat().no_retry().layer(inner);
     let service = tower::service_fn(move |request: Request<Incoming>| {

@@ -27,9 +27,11 @@
 //! | `zstd` | `zstd` | level 3, window 2^12, hash 2^10, chain 2^10 | 60 KiB | — |
 //! | `br` | `br` | quality 3, window 2^12 | 315 KiB | ~ 315 KiB: qualities 2 to 4 hash into 2^16 to 2^17 buckets whatever the window, 5 and up keep a ring buffer of at least 192 KiB; 0 and 1 keep no history from one flush to the next (0.8–0.9× of identity) |
 //!
-//! gzip and zstd stay within 64 KiB per stream; the default order (zstd, gzip, br) puts zstd,
-//! which needs the least CPU per event, first and Brotli, which costs the most memory and CPU
-//! and compresses one-event flushes no better than the others, last. On event streams flushed
+//! gzip and zstd stay within 64 KiB per stream, and they are what [`Compression::new`] offers:
+//! zstd first, which needs the least CPU per event, then gzip. Brotli is offered only when
+//! named in [`Compression::order`]: it costs five to ten times their memory and more CPU, and
+//! compresses one-event flushes no better; every client that accepts br in practice (browsers,
+//! curl, Node) accepts gzip too. On event streams flushed
 //! after every event, a larger window gains little: the events a JSON stream repeats are the
 //! last few.
 //!
@@ -110,14 +112,16 @@ impl fmt::Display for Coding {
 
 /// The default preference order: the ratios on JSON event streams are close (see the module
 /// docs), so zstd first (the least CPU per event, 60 KiB per stream), then gzip (30 KiB, several
-/// times zstd's CPU), then br (315 KiB).
-const DEFAULT_ORDER: [Coding; 3] = [Coding::Zstd, Coding::Gzip, Coding::Br];
+/// times zstd's CPU). br (315 KiB) is left out, so that no stream costs more than 64 KiB unless
+/// asked for.
+const DEFAULT_ORDER: [Coding; 2] = [Coding::Zstd, Coding::Gzip];
 
 /// How [`SseLayer::compress`](crate::SseLayer::compress) encodes event streams: which codings,
 /// in which order of preference, with which settings.
 ///
-/// [`Compression::new`] offers every coding compiled in (features `gzip`, `br`, `zstd`), in the
-/// order zstd, gzip, br; the client's q-values come first, this order breaks ties.
+/// [`Compression::new`] offers zstd then gzip, where compiled in (features `zstd`, `gzip`); br
+/// (feature `br`) only when named in [`Compression::order`]. The client's q-values come first,
+/// this order breaks ties.
 ///
 /// ```
 /// use tower_sse::{Coding, Compression, Gzip, Zstd};
@@ -150,8 +154,8 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Creates a new [`Compression`]: every coding compiled in, zstd, gzip then br, each with
-    /// its defaults.
+    /// Creates a new [`Compression`]: zstd then gzip, where compiled in, each with its
+    /// defaults (br only through [`Compression::order`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -159,7 +163,8 @@ impl Compression {
     /// The codings offered, in order of preference: the first a client accepts (with its
     /// highest q-value) is used. Duplicates are ignored; an empty list turns compression off.
     ///
-    /// Default: zstd, gzip, br (zstd for its CPU, br last for its memory).
+    /// Default: zstd, gzip (zstd for its CPU; br, at about 315 KiB per stream, only when
+    /// named here).
     pub fn order(mut self, order: impl IntoIterator<Item = Coding>) -> Self {
         self.order.clear();
         for coding in order {
@@ -424,9 +429,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_order_is_zstd_gzip_br() {
+    fn the_default_order_is_zstd_gzip_and_br_only_when_named() {
+        assert_eq!(Compression::new().codings(), [Coding::Zstd, Coding::Gzip]);
         assert_eq!(
-            Compression::new().codings(),
+            Compression::new()
+                .order([Coding::Zstd, Coding::Gzip, Coding::Br])
+                .codings(),
             [Coding::Zstd, Coding::Gzip, Coding::Br]
         );
     }

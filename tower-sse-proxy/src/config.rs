@@ -162,7 +162,7 @@ struct Section {
     compress: Option<CompressValue>,
 }
 
-/// `compress = true` (every coding, zstd, gzip, br), `false`, or a list like `"zstd,gzip,br"`.
+/// `compress = true` (zstd, gzip), `false`, or a list like `"zstd,gzip,br"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum CompressValue {
