@@ -29,6 +29,14 @@ mod stream {
         Arc::new(config)
     }
 
+    /// A heartbeat every `S` (1 s) on a grid of `slack`, nothing else injected.
+    fn heartbeat_with_slack(slack: Duration) -> Arc<Config> {
+        config(|c| {
+            c.settings.heartbeat = Some(S);
+            c.heartbeat_slack = Some(slack);
+        })
+    }
+
     fn sse(
         steps: Vec<Step>,
         config: &Arc<Config>,
@@ -228,10 +236,7 @@ mod stream {
         // Heartbeat 1 s, slack 100 ms: after data at 250 ms the heartbeat falls due at 1.25 s
         // and is set for 1.3 s (the grid). Polled late, at 1.35 s, it is dated 1.3 s, so the
         // next one goes out at 2.3 s (not 2.4 s: the stream keeps the grid).
-        let config = config(|c| {
-            c.settings.heartbeat = Some(S);
-            c.heartbeat_slack = Some(Duration::from_millis(100));
-        });
+        let config = heartbeat_with_slack(Duration::from_millis(100));
         let (mut body, _) = sse(
             vec![
                 Step::Wait(Duration::from_millis(250)),
@@ -263,10 +268,7 @@ mod stream {
     async fn a_heartbeat_polled_far_too_late_is_not_followed_by_a_burst() {
         // Heartbeat 1 s, slack 100 ms, polled only at 3.05 s: one heartbeat then, dated then
         // (it is more than a slack past its grid instant), and the next at 4.1 s (due 4.05 s).
-        let config = config(|c| {
-            c.settings.heartbeat = Some(S);
-            c.heartbeat_slack = Some(Duration::from_millis(100));
-        });
+        let config = heartbeat_with_slack(Duration::from_millis(100));
         let (mut body, _) = sse(vec![Step::Wait(100 * S)], &config);
         let start = Instant::now();
         let ms = Duration::from_millis;
@@ -283,10 +285,7 @@ mod stream {
 
     #[tokio::test(start_paused = true)]
     async fn without_slack_each_heartbeat_goes_out_when_due() {
-        let config = config(|c| {
-            c.settings.heartbeat = Some(S);
-            c.heartbeat_slack = Some(Duration::ZERO);
-        });
+        let config = heartbeat_with_slack(Duration::ZERO);
         let (mut body, _) = sse(
             vec![
                 Step::Wait(Duration::from_millis(250)),
