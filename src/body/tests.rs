@@ -29,6 +29,15 @@ mod stream {
         Arc::new(config)
     }
 
+    /// `data: a` at 250 ms, then silence.
+    fn one_event_at_250_ms() -> Vec<Step> {
+        vec![
+            Step::Wait(Duration::from_millis(250)),
+            Step::Data(b"data: a\n\n"),
+            Step::Wait(100 * S),
+        ]
+    }
+
     /// A heartbeat every `S` (1 s) on a grid of `slack`, nothing else injected.
     fn heartbeat_with_slack(slack: Duration) -> Arc<Config> {
         config(|c| {
@@ -237,14 +246,7 @@ mod stream {
         // and is set for 1.3 s (the grid). Polled late, at 1.35 s, it is dated 1.3 s, so the
         // next one goes out at 2.3 s (not 2.4 s: the stream keeps the grid).
         let config = heartbeat_with_slack(Duration::from_millis(100));
-        let (mut body, _) = sse(
-            vec![
-                Step::Wait(Duration::from_millis(250)),
-                Step::Data(b"data: a\n\n"),
-                Step::Wait(100 * S),
-            ],
-            &config,
-        );
+        let (mut body, _) = sse(one_event_at_250_ms(), &config);
         let start = Instant::now();
         let ms = Duration::from_millis;
         let data = |frame: Option<Result<Frame<Bytes>, BoxError>>| {
@@ -286,14 +288,7 @@ mod stream {
     #[tokio::test(start_paused = true)]
     async fn without_slack_each_heartbeat_goes_out_when_due() {
         let config = heartbeat_with_slack(Duration::ZERO);
-        let (mut body, _) = sse(
-            vec![
-                Step::Wait(Duration::from_millis(250)),
-                Step::Data(b"data: a\n\n"),
-                Step::Wait(100 * S),
-            ],
-            &config,
-        );
+        let (mut body, _) = sse(one_event_at_250_ms(), &config);
         let start = Instant::now();
         for _ in 0..3 {
             body.frame().await.unwrap().unwrap();
