@@ -215,12 +215,17 @@ impl Wheel {
 
     /// See [`SharedTimer::align`]; `step` is not zero.
     fn align(&self, at: Instant, step: Duration) -> Instant {
-        let since = at.saturating_duration_since(self.epoch).as_nanos();
-        let step = step.as_nanos().max(1);
+        // In u64 nanoseconds (584 years from the wheel's epoch): this runs at every wait of a
+        // stream with heartbeats, and a u128 division is a call into compiler-builtins.
+        let (Ok(since), Ok(step)) = (
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()),
+            u64::try_from(step.as_nanos()),
+        ) else {
+            return at;
+        };
         since
-            .div_ceil(step)
-            .checked_mul(step)
-            .and_then(|nanos| u64::try_from(nanos).ok())
+            .div_ceil(step.max(1))
+            .checked_mul(step.max(1))
             .and_then(|nanos| self.epoch.checked_add(Duration::from_nanos(nanos)))
             // Beyond what an `Instant` holds: unaligned.
             .map_or(at, |aligned| aligned.max(at))
