@@ -181,6 +181,11 @@ pub(crate) struct StreamArgs {
     /// turns --resume on; 0 turns it off).
     #[arg(long, value_name = "N")]
     pub(crate) max_resumes: Option<u32>,
+    /// With resume, how far each wait before asking the upstream again moves at random, ± this
+    /// fraction of it, 0 to 1, so that the streams of a restarted upstream do not all ask again
+    /// at once (default 0.5: a 3s wait becomes 1.5-4.5s; 0 waits exactly; turns --resume on).
+    #[arg(long, value_name = "FRACTION", value_parser = fraction)]
+    pub(crate) resume_jitter: Option<f64>,
     /// Compress event streams for clients that accept it (Accept-Encoding), flushed whenever
     /// the stream waits so that no event is delayed: the codings in order of preference
     /// (default zstd,gzip; br, ~315 KiB per stream, only when listed; `off` for none).
@@ -245,6 +250,7 @@ impl StreamArgs {
             max_event: self.max_event,
             resume_max_retry: self.resume_max_retry,
             max_resumes: self.max_resumes,
+            resume_jitter: self.resume_jitter,
             compress: self.compress.clone(),
         }
     }
@@ -256,6 +262,10 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 fn size(text: &str) -> Result<usize, String> {
     settings::parse_size(text)
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    settings::parse_fraction(text)
 }
 
 fn policy(text: &str) -> Result<SlowClientPolicy, String> {
@@ -304,7 +314,8 @@ mod tests {
              --idle-timeout=60s --max-lifetime 30m --drain 2.0s --slow-client-timeout=2s \
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
              --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume \
-             --resume-attempts=5 --max-event 64KiB --resume-max-retry 10s --max-resumes=20",
+             --resume-attempts=5 --max-event 64KiB --resume-max-retry 10s --max-resumes=20 \
+             --resume-jitter=0.2",
         )
         .unwrap();
         assert_eq!(cli.listen, [SocketAddr::from(([127, 0, 0, 1], 0))]);
@@ -328,6 +339,7 @@ mod tests {
         assert_eq!(global.max_event, Some(64 * 1024));
         assert_eq!(global.resume_max_retry, Some(Duration::from_secs(10)));
         assert_eq!(global.max_resumes, Some(20));
+        assert_eq!(global.resume_jitter, Some(0.2));
         let settings = parse("--upstream http://u:1 --compress --resume-on-end")
             .unwrap()
             .stream
@@ -388,6 +400,20 @@ mod tests {
                 "--upstream http://u:1 --max-resumes 1 --max-resumes 2",
                 "--max-resumes",
             ),
+            ("--upstream http://u:1 --resume-jitter 2", "--resume-jitter"),
+            (
+                "--upstream http://u:1 --resume-jitter=-0.5",
+                "--resume-jitter",
+            ),
+            (
+                "--upstream http://u:1 --resume-jitter NaN",
+                "--resume-jitter",
+            ),
+            (
+                "--upstream http://u:1 --resume-jitter half",
+                "--resume-jitter",
+            ),
+            ("--upstream http://u:1 --resume-jitter", "--resume-jitter"),
         ];
         for (line, flag) in cases {
             match parse(line) {

@@ -159,6 +159,7 @@ struct Section {
     #[serde(default, with = "humantime_serde")]
     resume_max_retry: Option<Duration>,
     max_resumes: Option<u32>,
+    resume_jitter: Option<f64>,
     compress: Option<CompressValue>,
 }
 
@@ -225,6 +226,7 @@ impl Section {
                 .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
             resume_max_retry: self.resume_max_retry,
             max_resumes: self.max_resumes,
+            resume_jitter: fraction(self.resume_jitter, "resume-jitter")?,
             compress: match &self.compress {
                 None => None,
                 Some(CompressValue::On(true)) => Some(settings::DEFAULT_CODINGS.to_vec()),
@@ -674,6 +676,7 @@ fn write_settings(out: &mut String, settings: &Settings) {
     for (key, value) in [
         ("retry-jitter", settings.retry_jitter),
         ("lifetime-jitter", settings.lifetime_jitter),
+        ("resume-jitter", settings.resume_jitter),
     ] {
         if let Some(value) = value {
             line(key, value.to_string());
@@ -882,6 +885,7 @@ resume-attempts = 5
 max-event = "64KiB"
 resume-max-retry = "10s"
 max-resumes = 20
+resume-jitter = 0.2
 compress = "gzip"
 
 [[route]]
@@ -908,6 +912,11 @@ resume-on-end = true
         assert_eq!(feeds.max_event, Some(64 * 1024));
         assert_eq!(feeds.resume_max_retry, Some(Duration::from_secs(10)));
         assert_eq!(feeds.max_resumes, Some(20));
+        assert_eq!(feeds.resume_jitter, Some(0.2));
+        assert!(
+            format!("{:?}", feeds.resume_layer().unwrap()).contains("jitter: 0.2,"),
+            "the jitter reaches the layer"
+        );
         assert_eq!(feeds.compress, Some(vec![tower_sse::Coding::Gzip]));
         let plain = route("/plain/");
         assert_eq!(plain.compress, Some(Vec::new()));
@@ -927,16 +936,26 @@ resume-on-end = true
         let text = config.to_toml();
         assert!(text.contains("resume-max-retry = \"10s\""), "{text}");
         assert!(text.contains("max-resumes = 20"), "{text}");
+        assert!(text.contains("resume-jitter = 0.2"), "{text}");
         assert!(text.contains("max-event = 65536"), "{text}");
         assert!(text.contains("resume-attempts = 5"), "{text}");
         assert!(text.contains("resume-on-end = true"), "{text}");
         let again = load(Some(&text), "").unwrap();
         assert_eq!(again.to_toml(), text);
         // Flags apply on top of the file.
-        let flags = load(Some(&text), "--resume-max-retry 2s --max-resumes 3").unwrap();
+        let flags = load(
+            Some(&text),
+            "--resume-max-retry 2s --max-resumes 3 --resume-jitter 0",
+        )
+        .unwrap();
         let defaults = &flags.fallback.settings;
         assert_eq!(defaults.resume_max_retry, Some(Duration::from_secs(2)));
         assert_eq!(defaults.max_resumes, Some(3));
+        assert_eq!(defaults.resume_jitter, Some(0.0));
+        // A whole number reads back as a fraction too.
+        let text = flags.to_toml();
+        assert!(text.contains("resume-jitter = 0\n"), "{text}");
+        assert_eq!(load(Some(&text), "").unwrap().to_toml(), text);
     }
 
     #[test]
@@ -999,6 +1018,16 @@ resume-on-end = true
                 "[defaults]\nupstream = \"http://u:1\"\nmax-resumes = \"many\"\n",
                 ":3:",
                 "`max-resumes`",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\nresume-jitter = \"half\"\n",
+                ":3:",
+                "`resume-jitter`",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\n\n[[route]]\npath = \"/a/\"\nresume-jitter = 1.5\n",
+                ":4:",
+                "resume-jitter: 1.5 is not a fraction from 0 to 1",
             ),
             ("drain = \n", ":1:", ""),
         ];

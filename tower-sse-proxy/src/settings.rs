@@ -12,8 +12,8 @@ use tower_sse::{
 /// The `retry:` hint of `--unreachable-sse` answers when the route writes none (`no-retry`):
 /// the layer's own default.
 pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
-/// How far a resume's wait moves, either way: the streams of a restarted upstream do not all
-/// ask again in the same millisecond.
+/// How far a resume's wait moves, either way, when the route does not say (`resume-jitter`): the
+/// streams of a restarted upstream do not all ask again in the same millisecond.
 pub(crate) const RESUME_JITTER: f64 = 0.5;
 /// How long an upstream may take to send its response head when the route does not say (like
 /// nginx's `proxy_read_timeout`).
@@ -65,6 +65,9 @@ pub(crate) struct Settings {
     /// `max-resumes`: the most upstream responses spliced into one client stream (default 100;
     /// turns resume on, 0 turns it off).
     pub(crate) max_resumes: Option<u32>,
+    /// `resume-jitter`: how far each wait before asking the upstream again moves at random,
+    /// ± this fraction of it, 0 to 1 (default 0.5; turns resume on, 0 waits exactly).
+    pub(crate) resume_jitter: Option<f64>,
     /// `compress`: the codings event streams may be encoded with, in order of preference
     /// (empty: off, also when a route turns it off under a global `--compress`).
     pub(crate) compress: Option<Vec<Coding>>,
@@ -114,6 +117,7 @@ impl Settings {
             max_event: self.max_event.or(global.max_event),
             resume_max_retry: self.resume_max_retry.or(global.resume_max_retry),
             max_resumes: self.max_resumes.or(global.max_resumes),
+            resume_jitter: self.resume_jitter.or(global.resume_jitter),
             compress: self.compress.clone().or_else(|| global.compress.clone()),
         }
     }
@@ -122,14 +126,15 @@ impl Settings {
     /// `resume-attempts` or `max-resumes` is 0; the layer's defaults (3 attempts, 1 MiB, 30 s,
     /// 100 resumes, clean ends not resumed) for what is not given. It waits the upstream's last
     /// `retry:` (at most `resume-max-retry`), or the route's `retry` (3 s when not given),
-    /// jittered by ±50 %.
+    /// jittered by ± `resume-jitter` (50 % when not given).
     pub(crate) fn resume_layer(&self) -> Option<ResumeLayer> {
         let on = self.resume
             || self.resume_on_end
             || self.resume_attempts.is_some()
             || self.max_event.is_some()
             || self.resume_max_retry.is_some()
-            || self.max_resumes.is_some();
+            || self.max_resumes.is_some()
+            || self.resume_jitter.is_some();
         if !on || self.resume_attempts == Some(0) || self.max_resumes == Some(0) {
             return None;
         }
@@ -140,7 +145,7 @@ impl Settings {
         let mut layer = ResumeLayer::new()
             .resume_on_end(self.resume_on_end)
             .retry(retry)
-            .jitter(RESUME_JITTER);
+            .jitter(self.resume_jitter.unwrap_or(RESUME_JITTER));
         if let Some(attempts) = self.resume_attempts {
             layer = layer.resume_attempts(attempts);
         }
@@ -263,7 +268,7 @@ impl Settings {
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 25] = [
+pub(crate) const SETTINGS: [&str; 26] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -288,6 +293,7 @@ pub(crate) const SETTINGS: [&str; 25] = [
     "max-event",
     "resume-max-retry",
     "max-resumes",
+    "resume-jitter",
     "compress",
 ];
 
@@ -433,6 +439,7 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
         ),
         "resume-max-retry" => once(&mut settings.resume_max_retry, name, duration()?),
         "max-resumes" => once(&mut settings.max_resumes, name, count()?),
+        "resume-jitter" => once(&mut settings.resume_jitter, name, fraction()?),
         _ => Err(format!("unknown setting `{name}`")),
     }
 }
@@ -532,7 +539,11 @@ pub(crate) fn codings_text(codings: &[Coding]) -> String {
 }
 
 /// Parses a jitter fraction, from 0 to 1.
-fn parse_fraction(text: &str) -> Result<f64, String> {
+///
+/// # Errors
+///
+/// A message quoting the text.
+pub(crate) fn parse_fraction(text: &str) -> Result<f64, String> {
     text.parse::<f64>()
         .ok()
         .filter(|value| (0.0..=1.0).contains(value))
@@ -618,7 +629,7 @@ mod tests {
              unreachable-sse,response-timeout:2s,max-body:8MiB,retry-jitter:0.2,lifetime-jitter:0.1,\
              close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
              resume,resume-on-end,resume-attempts:5,max-event:64KiB,resume-max-retry:10s,\
-             max-resumes:20,compress:gzip+zstd",
+             max-resumes:20,resume-jitter:0.2,compress:gzip+zstd",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -647,6 +658,7 @@ mod tests {
                 max_event: Some(64 * 1024),
                 resume_max_retry: Some(Duration::from_secs(10)),
                 max_resumes: Some(20),
+                resume_jitter: Some(0.2),
                 compress: Some(vec![Coding::Gzip, Coding::Zstd]),
             }
         );
@@ -711,6 +723,24 @@ mod tests {
             ),
             ("/live/=max-resumes:-1", "max-resumes: `-1` is not a count"),
             ("/live/=max-resumes", "max-resumes needs a value"),
+            (
+                "/live/=resume-jitter:2",
+                "resume-jitter: `2` is not a fraction from 0 to 1",
+            ),
+            (
+                "/live/=resume-jitter:-0.1",
+                "resume-jitter: `-0.1` is not a fraction",
+            ),
+            (
+                "/live/=resume-jitter:NaN",
+                "resume-jitter: `NaN` is not a fraction",
+            ),
+            ("/live/=resume-jitter:half", "`half` is not a fraction"),
+            ("/live/=resume-jitter", "resume-jitter needs a value"),
+            (
+                "/live/=resume-jitter:0.1,resume-jitter:0.2",
+                "resume-jitter given more than once",
+            ),
             ("/up/=max-body:huge", "max-body: `huge` is not a size"),
             (
                 "/live/=compress:deflate",
@@ -774,6 +804,7 @@ mod tests {
         assert!(on("/=max-event:64KiB"));
         assert!(on("/=resume-max-retry:10s"));
         assert!(on("/=max-resumes:20"));
+        assert!(on("/=resume-jitter:0.2"));
         assert!(!on("/=resume,resume-attempts:0"));
         assert!(!on("/=resume,max-resumes:0"));
         // The caps reach the layer (its Debug shows its configuration).
@@ -785,6 +816,20 @@ mod tests {
         let text = format!("{layer:?}");
         assert!(text.contains("max_retry: 10s"), "{text}");
         assert!(text.contains("max_resumes: 20"), "{text}");
+        // The jitter too: the route's, or the proxy's default ±50 % (the layer's own).
+        let jitter = |text: &str| {
+            let layer = parse_route(text).unwrap().1.resume_layer().unwrap();
+            format!("{layer:?}")
+        };
+        assert!(jitter("/=resume-jitter:0.2").contains("jitter: 0.2,"));
+        assert!(jitter("/=resume,resume-jitter:0").contains("jitter: 0.0,"));
+        assert!(jitter("/=resume").contains("jitter: 0.5,"));
+        let global = parse_route("/=resume-jitter:0.1").unwrap().1;
+        let route = parse_route("/a/=max-resumes:20")
+            .unwrap()
+            .1
+            .inherit(&global);
+        assert!(format!("{:?}", route.resume_layer().unwrap()).contains("jitter: 0.1,"));
         let global = parse_route("/=resume").unwrap().1;
         let route = parse_route("/a/=max-resumes:0").unwrap().1;
         assert!(route.inherit(&global).resume_layer().is_none());
