@@ -136,10 +136,10 @@ pub(crate) struct StreamArgs {
     /// How far each stream's `retry:` hints move at random, ± this fraction, 0 to 1: the hint
     /// at the stream's start and the one at its end (default 0.2; a drain's final hint moves at
     /// least 20 %).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", value_parser = fraction)]
     pub(crate) retry_jitter: Option<f64>,
     /// How far the lifetime is shortened at random, 0 to 1 (default 0.2).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", value_parser = fraction)]
     pub(crate) lifetime_jitter: Option<f64>,
     /// How long a stream ending at its lifetime waits for an event boundary (default 5s).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
@@ -315,7 +315,7 @@ mod tests {
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
              --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume \
              --resume-attempts=5 --max-event 64KiB --resume-max-retry 10s --max-resumes=20 \
-             --resume-jitter=0.2",
+             --resume-jitter=0.2 --retry-jitter 0.3 --lifetime-jitter=1",
         )
         .unwrap();
         assert_eq!(cli.listen, [SocketAddr::from(([127, 0, 0, 1], 0))]);
@@ -340,6 +340,8 @@ mod tests {
         assert_eq!(global.resume_max_retry, Some(Duration::from_secs(10)));
         assert_eq!(global.max_resumes, Some(20));
         assert_eq!(global.resume_jitter, Some(0.2));
+        assert_eq!(global.retry_jitter, Some(0.3));
+        assert_eq!(global.lifetime_jitter, Some(1.0));
         let settings = parse("--upstream http://u:1 --compress --resume-on-end")
             .unwrap()
             .stream
@@ -414,6 +416,14 @@ mod tests {
                 "--resume-jitter",
             ),
             ("--upstream http://u:1 --resume-jitter", "--resume-jitter"),
+            // The other fractions are checked as in --route and the file (they were clamped,
+            // and --check-config then printed a file that did not load).
+            ("--upstream http://u:1 --retry-jitter 2", "--retry-jitter"),
+            ("--upstream http://u:1 --retry-jitter NaN", "--retry-jitter"),
+            (
+                "--upstream http://u:1 --lifetime-jitter=-1",
+                "--lifetime-jitter",
+            ),
         ];
         for (line, flag) in cases {
             match parse(line) {

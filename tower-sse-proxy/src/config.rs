@@ -145,8 +145,8 @@ struct Section {
     #[serde(default, with = "humantime_serde")]
     response_timeout: Option<Duration>,
     max_body: Option<bytesize::ByteSize>,
-    retry_jitter: Option<f64>,
-    lifetime_jitter: Option<f64>,
+    retry_jitter: Option<Spanned<f64>>,
+    lifetime_jitter: Option<Spanned<f64>>,
     #[serde(default, with = "humantime_serde")]
     close_grace: Option<Duration>,
     heartbeat_comment: Option<String>,
@@ -159,7 +159,7 @@ struct Section {
     #[serde(default, with = "humantime_serde")]
     resume_max_retry: Option<Duration>,
     max_resumes: Option<u32>,
-    resume_jitter: Option<f64>,
+    resume_jitter: Option<Spanned<f64>>,
     compress: Option<CompressValue>,
 }
 
@@ -179,19 +179,33 @@ enum PolicyName {
     LatestPerType,
 }
 
+/// What is wrong with a section's settings: at a key's value (its byte offset and the key), or
+/// (`None`) in the section as a whole.
+struct Invalid {
+    at: Option<(usize, &'static str)>,
+    message: String,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Self { at: None, message }
+    }
+}
+
 impl Section {
-    fn settings(&self) -> Result<Settings, String> {
+    fn settings(&self) -> Result<Settings, Invalid> {
         let toggle = |value: Option<Duration>, off: Option<bool>, name: &str| match (value, off) {
             (Some(_), Some(true)) => Err(format!("{name} and no-{name} both given")),
             (Some(value), _) => Ok(Toggle::Set(value)),
             (None, Some(true)) => Ok(Toggle::Off),
             (None, _) => Ok(Toggle::Default),
         };
-        let fraction = |value: Option<f64>, name: &str| match value {
-            Some(value) if !(0.0..=1.0).contains(&value) => {
-                Err(format!("{name}: {value} is not a fraction from 0 to 1"))
-            }
-            _ => Ok(value),
+        let fraction = |value: &Option<Spanned<f64>>, key: &'static str| match value {
+            Some(value) if !(0.0..=1.0).contains(value.get_ref()) => Err(Invalid {
+                at: Some((value.span().start, key)),
+                message: format!("{} is not a fraction from 0 to 1", value.get_ref()),
+            }),
+            _ => Ok(value.as_ref().map(|value| *value.get_ref())),
         };
         Ok(Settings {
             retry: toggle(self.retry, self.no_retry, "retry")?,
@@ -212,8 +226,8 @@ impl Section {
             max_body: self
                 .max_body
                 .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
-            retry_jitter: fraction(self.retry_jitter, "retry-jitter")?,
-            lifetime_jitter: fraction(self.lifetime_jitter, "lifetime-jitter")?,
+            retry_jitter: fraction(&self.retry_jitter, "retry-jitter")?,
+            lifetime_jitter: fraction(&self.lifetime_jitter, "lifetime-jitter")?,
             close_grace: self.close_grace,
             heartbeat_comment: self.heartbeat_comment.clone(),
             initial_comment: self.initial_comment.clone(),
@@ -226,7 +240,7 @@ impl Section {
                 .map(|size| usize::try_from(size.as_u64()).unwrap_or(usize::MAX)),
             resume_max_retry: self.resume_max_retry,
             max_resumes: self.max_resumes,
-            resume_jitter: fraction(self.resume_jitter, "resume-jitter")?,
+            resume_jitter: fraction(&self.resume_jitter, "resume-jitter")?,
             compress: match &self.compress {
                 None => None,
                 Some(CompressValue::On(true)) => Some(settings::DEFAULT_CODINGS.to_vec()),
@@ -304,6 +318,11 @@ impl Config {
                 location(&path, &text, offset)
             ))
         };
+        // A section's bad setting: at its key when known, else at the section.
+        let invalid = |invalid: Invalid, offset: usize, section: &str| match invalid.at {
+            Some((offset, key)) => at(offset, key, invalid.message),
+            None => at(offset, section, invalid.message),
+        };
 
         // The defaults: the file's [defaults] section, the flags on top.
         let empty = Spanned::new(0..0, Section::default());
@@ -324,7 +343,7 @@ impl Config {
         }
         let file_defaults = section
             .settings()
-            .map_err(|message| at(defaults.span().start, "defaults", message))?;
+            .map_err(|error| invalid(error, defaults.span().start, "defaults"))?;
         let global = cli.stream.settings().inherit(&file_defaults);
         check_layer(&global).map_err(|message| ConfigError(format!("defaults: {message}")))?;
 
@@ -390,7 +409,7 @@ impl Config {
             }
             let own = section
                 .settings()
-                .map_err(|message| at(start, "route", message))?;
+                .map_err(|error| invalid(error, start, "route"))?;
             let settings = own.inherit(&global);
             let name = section.name.as_ref().map_or_else(
                 || format!("{}{prefix}", host.as_deref().unwrap_or_default()),
@@ -1026,8 +1045,18 @@ resume-on-end = true
             ),
             (
                 "[defaults]\nupstream = \"http://u:1\"\n\n[[route]]\npath = \"/a/\"\nresume-jitter = 1.5\n",
-                ":4:",
-                "resume-jitter: 1.5 is not a fraction from 0 to 1",
+                ":6:17:",
+                "`resume-jitter`: 1.5 is not a fraction from 0 to 1",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\n\nretry-jitter = -0.5\n",
+                ":4:16:",
+                "`retry-jitter`: -0.5 is not a fraction from 0 to 1",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\nlifetime-jitter = nan\n",
+                ":3:19:",
+                "`lifetime-jitter`: NaN is not a fraction from 0 to 1",
             ),
             ("drain = \n", ":1:", ""),
         ];
