@@ -2,6 +2,7 @@
 //! meaning; the new ones configure listeners, TLS, the admin listener and logs.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -192,6 +193,11 @@ pub(crate) struct StreamArgs {
     #[arg(long, value_name = "CODINGS", num_args = 0..=1,
           default_missing_value = "zstd,gzip", value_parser = codings)]
     pub(crate) compress: Option<CodingList>,
+    /// With --upstream-http2, the most streams on one connection to the upstream: when every
+    /// open connection carries this many, the proxy opens another (default 100, below nginx's
+    /// 128; the upstream's own SETTINGS_MAX_CONCURRENT_STREAMS caps it too, once read).
+    #[arg(long, value_name = "N", value_parser = stream_count)]
+    pub(crate) upstream_h2_max_streams: Option<NonZeroU32>,
 }
 
 /// One `--compress` value, a whole list (an alias so that clap does not read
@@ -252,6 +258,7 @@ impl StreamArgs {
             max_resumes: self.max_resumes,
             resume_jitter: self.resume_jitter,
             compress: self.compress.clone(),
+            upstream_h2_max_streams: self.upstream_h2_max_streams,
         }
     }
 }
@@ -274,6 +281,10 @@ fn policy(text: &str) -> Result<SlowClientPolicy, String> {
 
 fn codings(text: &str) -> Result<CodingList, String> {
     settings::parse_codings(text)
+}
+
+fn stream_count(text: &str) -> Result<NonZeroU32, String> {
+    settings::parse_stream_count(text)
 }
 
 fn route(text: &str) -> Result<(String, Settings), String> {
@@ -315,7 +326,8 @@ mod tests {
              --max-buffer 512KiB --slow-client-policy=latest-per-type --route /a/=retry:1s \
              --route=/b/=no-heartbeat --unreachable-sse --compress gzip,br --resume \
              --resume-attempts=5 --max-event 64KiB --resume-max-retry 10s --max-resumes=20 \
-             --resume-jitter=0.2 --retry-jitter 0.3 --lifetime-jitter=1",
+             --resume-jitter=0.2 --retry-jitter 0.3 --lifetime-jitter=1 \
+             --upstream-h2-max-streams=64",
         )
         .unwrap();
         assert_eq!(cli.listen, [SocketAddr::from(([127, 0, 0, 1], 0))]);
@@ -342,6 +354,7 @@ mod tests {
         assert_eq!(global.resume_jitter, Some(0.2));
         assert_eq!(global.retry_jitter, Some(0.3));
         assert_eq!(global.lifetime_jitter, Some(1.0));
+        assert_eq!(global.h2_max_streams(), 64);
         let settings = parse("--upstream http://u:1 --compress --resume-on-end")
             .unwrap()
             .stream
@@ -423,6 +436,14 @@ mod tests {
             (
                 "--upstream http://u:1 --lifetime-jitter=-1",
                 "--lifetime-jitter",
+            ),
+            (
+                "--upstream http://u:1 --upstream-h2-max-streams 0",
+                "--upstream-h2-max-streams",
+            ),
+            (
+                "--upstream http://u:1 --upstream-h2-max-streams lots",
+                "--upstream-h2-max-streams",
             ),
         ];
         for (line, flag) in cases {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,6 +162,7 @@ struct Section {
     max_resumes: Option<u32>,
     resume_jitter: Option<Spanned<f64>>,
     compress: Option<CompressValue>,
+    upstream_h2_max_streams: Option<NonZeroU32>,
 }
 
 /// `compress = true` (zstd, gzip), `false`, or a list like `"zstd,gzip,br"`.
@@ -249,6 +251,7 @@ impl Section {
                     settings::parse_codings(text).map_err(|error| format!("compress: {error}"))?,
                 ),
             },
+            upstream_h2_max_streams: self.upstream_h2_max_streams,
         })
     }
 }
@@ -735,6 +738,10 @@ fn write_settings(out: &mut String, settings: &Settings) {
     if let Some(codings) = &settings.compress {
         line("compress", quote(&settings::codings_text(codings)));
     }
+    line(
+        "upstream-h2-max-streams",
+        settings.h2_max_streams().to_string(),
+    );
 }
 
 #[cfg(test)]
@@ -978,6 +985,56 @@ resume-on-end = true
     }
 
     #[test]
+    fn the_h2_stream_cap_is_read_per_route_and_printed_by_check_config() {
+        let config = load(
+            Some(
+                r#"
+[defaults]
+upstream = "http://127.0.0.1:3000"
+http2 = true
+upstream-h2-max-streams = 64
+
+[[route]]
+path = "/grpc/"
+upstream-h2-max-streams = 8
+
+[[route]]
+path = "/feeds/"
+"#,
+            ),
+            "--route /small/=upstream-h2-max-streams:2",
+        )
+        .unwrap();
+        let cap = |prefix: &str| {
+            config
+                .routes
+                .iter()
+                .find(|route| route.prefix == prefix)
+                .unwrap()
+                .settings
+                .h2_max_streams()
+        };
+        assert_eq!(config.fallback.settings.h2_max_streams(), 64);
+        assert_eq!(cap("/grpc/"), 8);
+        assert_eq!(cap("/feeds/"), 64);
+        assert_eq!(cap("/small/"), 2);
+        let text = config.to_toml();
+        assert!(text.contains("upstream-h2-max-streams = 8\n"), "{text}");
+        assert!(text.contains("upstream-h2-max-streams = 64\n"), "{text}");
+        let again = load(Some(&text), "").unwrap();
+        assert_eq!(again.to_toml(), text);
+        // The flag applies on top of the file; without either, 100.
+        let flags = load(Some(&text), "--upstream-h2-max-streams 3").unwrap();
+        assert_eq!(flags.fallback.settings.h2_max_streams(), 3);
+        let plain = load(None, "--upstream http://u:1").unwrap();
+        assert!(
+            plain.to_toml().contains("upstream-h2-max-streams = 100\n"),
+            "{}",
+            plain.to_toml()
+        );
+    }
+
+    #[test]
     fn file_errors_name_the_file_line_and_key() {
         let cases = [
             ("drain = \"3x\"\n", ":1:", "`drain`"),
@@ -1057,6 +1114,16 @@ resume-on-end = true
                 "[defaults]\nupstream = \"http://u:1\"\nlifetime-jitter = nan\n",
                 ":3:19:",
                 "`lifetime-jitter`: NaN is not a fraction from 0 to 1",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\nhttp2 = true\nupstream-h2-max-streams = 0\n",
+                ":4:",
+                "`upstream-h2-max-streams`",
+            ),
+            (
+                "[defaults]\nupstream = \"http://u:1\"\n\n[[route]]\npath = \"/a/\"\nupstream-h2-max-streams = \"many\"\n",
+                ":6:",
+                "`upstream-h2-max-streams`",
             ),
             ("drain = \n", ":1:", ""),
         ];

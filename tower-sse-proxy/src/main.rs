@@ -23,6 +23,7 @@ mod admin;
 mod cli;
 mod config;
 mod guard;
+mod pool;
 mod routes;
 mod server;
 mod settings;

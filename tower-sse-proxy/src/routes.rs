@@ -116,7 +116,8 @@ pub(crate) struct Shared {
 ///
 /// A CA file that cannot be read, a comment the layer refuses.
 pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteService>, String> {
-    type ClientKey = (bool, bool, Option<std::path::PathBuf>);
+    // Routes to HTTP/2 upstreams with different stream caps get pools of their own.
+    type ClientKey = (bool, bool, Option<std::path::PathBuf>, u32);
     let mut clients: HashMap<ClientKey, upstream::HttpClient> = HashMap::new();
     let mut stack = |route: &Route| -> Result<RouteService, String> {
         // Every response of the route leaves its stack through this: event streams are timed.
@@ -144,15 +145,17 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
                 layer.layer(service).map_response(timed),
             ));
         };
+        let h2_max_streams = route.settings.h2_max_streams();
         let key = (
             upstream.is_https(),
             upstream.http2,
             upstream.ca_file.clone(),
+            if upstream.http2 { h2_max_streams } else { 0 },
         );
         let client = match clients.get(&key) {
             Some(client) => client.clone(),
             None => {
-                let client = upstream::client_for(upstream)
+                let client = upstream::client_for(upstream, h2_max_streams)
                     .map_err(|error| format!("route {}: {error}", route.name))?;
                 clients.insert(key, client.clone());
                 client

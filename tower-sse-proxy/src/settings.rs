@@ -2,6 +2,7 @@
 //! `unreachable-sse`, the upstream response-head timeout), and their text forms: the `--NAME`
 //! flags and the `NAME:VALUE` items of `--route PREFIX=...`.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tower_sse::{
@@ -21,6 +22,8 @@ pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest request body a route forwards when it does not say (like nginx's
 /// `client_max_body_size 1m`).
 pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// The most streams per HTTP/2 connection to an upstream when the route does not say.
+pub(crate) const DEFAULT_H2_MAX_STREAMS: u32 = crate::pool::DEFAULT_MAX_STREAMS;
 
 /// The settings of a stream: the global flags, what one `--route` names, or a section of the
 /// config file. A field not given is `Toggle::Default` or `None`.
@@ -71,6 +74,9 @@ pub(crate) struct Settings {
     /// `compress`: the codings event streams may be encoded with, in order of preference
     /// (empty: off, also when a route turns it off under a global `--compress`).
     pub(crate) compress: Option<Vec<Coding>>,
+    /// `upstream-h2-max-streams`: the most streams the proxy opens on one HTTP/2 connection to
+    /// the upstream before it opens another (default 100; HTTP/2 upstreams only).
+    pub(crate) upstream_h2_max_streams: Option<NonZeroU32>,
 }
 
 /// An option with a value, an opt-out flag, or neither (the layer's default).
@@ -119,7 +125,17 @@ impl Settings {
             max_resumes: self.max_resumes.or(global.max_resumes),
             resume_jitter: self.resume_jitter.or(global.resume_jitter),
             compress: self.compress.clone().or_else(|| global.compress.clone()),
+            upstream_h2_max_streams: self
+                .upstream_h2_max_streams
+                .or(global.upstream_h2_max_streams),
         }
+    }
+
+    /// The most streams per HTTP/2 connection to the upstream ([`DEFAULT_H2_MAX_STREAMS`]
+    /// unless set).
+    pub(crate) fn h2_max_streams(&self) -> u32 {
+        self.upstream_h2_max_streams
+            .map_or(DEFAULT_H2_MAX_STREAMS, NonZeroU32::get)
     }
 
     /// The upstream resume layer: on when `resume` or any of its settings is given, unless
@@ -268,7 +284,7 @@ impl Settings {
 
 /// The names of the stream settings: `--NAME` as flags, `NAME` in `--route`, `NAME = ...` in the
 /// config file.
-pub(crate) const SETTINGS: [&str; 26] = [
+pub(crate) const SETTINGS: [&str; 27] = [
     "retry",
     "no-retry",
     "heartbeat",
@@ -295,6 +311,7 @@ pub(crate) const SETTINGS: [&str; 26] = [
     "max-resumes",
     "resume-jitter",
     "compress",
+    "upstream-h2-max-streams",
 ];
 
 /// Whether setting `name` takes a value (the switches do not).
@@ -440,6 +457,11 @@ fn apply(settings: &mut Settings, name: &str, value: Option<&str>) -> Result<(),
         "resume-max-retry" => once(&mut settings.resume_max_retry, name, duration()?),
         "max-resumes" => once(&mut settings.max_resumes, name, count()?),
         "resume-jitter" => once(&mut settings.resume_jitter, name, fraction()?),
+        "upstream-h2-max-streams" => once(
+            &mut settings.upstream_h2_max_streams,
+            name,
+            parse_stream_count(text).map_err(|error| format!("{name}: {error}"))?,
+        ),
         _ => Err(format!("unknown setting `{name}`")),
     }
 }
@@ -538,6 +560,16 @@ pub(crate) fn codings_text(codings: &[Coding]) -> String {
         .join(",")
 }
 
+/// Parses a count of streams, 1 or more.
+///
+/// # Errors
+///
+/// A message quoting the text.
+pub(crate) fn parse_stream_count(text: &str) -> Result<NonZeroU32, String> {
+    text.parse::<NonZeroU32>()
+        .map_err(|_| format!("`{text}` is not a number of streams from 1 to 4294967295"))
+}
+
 /// Parses a jitter fraction, from 0 to 1.
 ///
 /// # Errors
@@ -629,7 +661,7 @@ mod tests {
              unreachable-sse,response-timeout:2s,max-body:8MiB,retry-jitter:0.2,lifetime-jitter:0.1,\
              close-grace:1s,heartbeat-comment:ping,initial-comment:hello,no-compression-bypass,\
              resume,resume-on-end,resume-attempts:5,max-event:64KiB,resume-max-retry:10s,\
-             max-resumes:20,resume-jitter:0.2,compress:gzip+zstd",
+             max-resumes:20,resume-jitter:0.2,compress:gzip+zstd,upstream-h2-max-streams:50",
         )
         .unwrap();
         assert_eq!(prefix, "/llm/");
@@ -660,6 +692,7 @@ mod tests {
                 max_resumes: Some(20),
                 resume_jitter: Some(0.2),
                 compress: Some(vec![Coding::Gzip, Coding::Zstd]),
+                upstream_h2_max_streams: NonZeroU32::new(50),
             }
         );
         let (_, settings) = parse_route("/quiet=no-retry,no-heartbeat").unwrap();
@@ -747,6 +780,22 @@ mod tests {
                 "compress: `deflate` is not one of",
             ),
             ("/live/=compress:gzip+gzip", "`gzip` listed twice"),
+            (
+                "/up/=upstream-h2-max-streams:0",
+                "upstream-h2-max-streams: `0` is not a number of streams",
+            ),
+            (
+                "/up/=upstream-h2-max-streams:many",
+                "upstream-h2-max-streams: `many` is not a number of streams",
+            ),
+            (
+                "/up/=upstream-h2-max-streams",
+                "upstream-h2-max-streams needs a value",
+            ),
+            (
+                "/up/=upstream-h2-max-streams:2,upstream-h2-max-streams:3",
+                "upstream-h2-max-streams given more than once",
+            ),
             (
                 "/live/=compress,compress:br",
                 "compress given more than once",
@@ -876,6 +925,21 @@ mod tests {
         assert_eq!(limit("/="), Some(1024 * 1024));
         assert_eq!(limit("/=max-body:50MiB"), Some(50 * 1024 * 1024));
         assert_eq!(limit("/=max-body:0"), None);
+    }
+
+    #[test]
+    fn the_h2_stream_cap_defaults_to_100_and_a_route_inherits_it() {
+        let cap = |text: &str| parse_route(text).unwrap().1;
+        assert_eq!(cap("/=").h2_max_streams(), 100);
+        let global = cap("/=upstream-h2-max-streams:64");
+        assert_eq!(global.h2_max_streams(), 64);
+        assert_eq!(cap("/a/=").inherit(&global).h2_max_streams(), 64);
+        assert_eq!(
+            cap("/a/=upstream-h2-max-streams:2")
+                .inherit(&global)
+                .h2_max_streams(),
+            2
+        );
     }
 
     #[test]

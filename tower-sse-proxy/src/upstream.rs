@@ -19,6 +19,7 @@ use tower::ServiceExt as _;
 use tower_sse::{ResumeBody, ResumeService, SseOverride};
 
 use crate::admin::Stats;
+use crate::pool::{ConnectError, Connector, H2Error, H2Pool, StreamGuard};
 
 /// How long connecting to the upstream may take before the request gets a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -210,68 +211,210 @@ impl std::error::Error for ClientBodyError {
     }
 }
 
-/// The client of an upstream: plain TCP for `http://`, rustls for `https://`. Two types rather
-/// than one https-or-http connector because every upstream connection holds its stream inline,
-/// and a stream that may be TLS is as large as a TLS one: hyper's HTTP/1.1 client connection
-/// over `MaybeHttpsStream` is 1,752 bytes, over a `TcpStream` 680, for every proxied stream.
+/// The client of an upstream: hyper-util's for HTTP/1.1, plain TCP for `http://`, rustls for
+/// `https://`; the proxy's own pool of HTTP/2 connections ([`crate::pool`]) for HTTP/2. Two
+/// HTTP/1.1 types rather than one https-or-http connector because every upstream connection
+/// holds its stream inline, and a stream that may be TLS is as large as a TLS one: hyper's
+/// HTTP/1.1 client connection over `MaybeHttpsStream` is 1,752 bytes, over a `TcpStream` 680, for
+/// every proxied stream.
 #[derive(Clone, Debug)]
 pub(crate) enum HttpClient {
     Plain(Client<HttpConnector, UpBody>),
     Tls(Client<HttpsConnector<HttpConnector>, UpBody>),
+    Http2(H2Pool),
 }
 
 impl tower::Service<Request<UpBody>> for HttpClient {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
+    type Response = Response<UpstreamBody>;
+    type Error = UpstreamError;
+    type Future = ResponseFuture;
 
     fn poll_ready(
         &mut self,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        // hyper-util's client is always ready: it waits for a connection in its future.
+        // Both clients are always ready: they wait for a connection in their future.
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<UpBody>) -> Self::Future {
         match self {
-            Self::Plain(client) => client.request(request),
-            Self::Tls(client) => client.request(request),
+            Self::Plain(client) => ResponseFuture::Http1(client.request(request)),
+            Self::Tls(client) => ResponseFuture::Http1(client.request(request)),
+            Self::Http2(pool) => ResponseFuture::Http2(Box::pin(pool.send(request))),
         }
     }
 }
 
+/// The future of an upstream response: hyper-util's (boxed by hyper-util), or the HTTP/2 pool's
+/// (boxed here, since hyper's `send_request` future cannot be named). Either lives until the
+/// response head arrives, not for the stream.
+pub(crate) enum ResponseFuture {
+    Http1(hyper_util::client::legacy::ResponseFuture),
+    Http2(
+        std::pin::Pin<
+            Box<dyn Future<Output = Result<(Response<Incoming>, StreamGuard), H2Error>> + Send>,
+        >,
+    ),
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http1(_) => "ResponseFuture::Http1",
+            Self::Http2(_) => "ResponseFuture::Http2",
+        })
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UpstreamBody>, UpstreamError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(match self.get_mut() {
+            Self::Http1(future) => match std::task::ready!(std::pin::Pin::new(future).poll(cx)) {
+                Ok(response) => Ok(response.map(|body| UpstreamBody { body, guard: None })),
+                Err(error) => Err(UpstreamError::Http1(error)),
+            },
+            Self::Http2(future) => match std::task::ready!(future.as_mut().poll(cx)) {
+                Ok((response, guard)) => {
+                    Ok(response.map(|body| UpstreamBody::counted(body, guard)))
+                }
+                Err(H2Error::Connect(error)) => Err(UpstreamError::Connect(error)),
+                Err(H2Error::Request(error)) => Err(UpstreamError::Http2(error)),
+            },
+        })
+    }
+}
+
+/// The upstream's response body, with the count of its HTTP/2 stream ([`StreamGuard`], none on
+/// HTTP/1.1), released when the body ends or fails, or is dropped.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    body: Incoming,
+    guard: Option<StreamGuard>,
+}
+
+impl UpstreamBody {
+    fn counted(body: Incoming, guard: StreamGuard) -> Self {
+        // A response without a body (`HEAD`, 204, a bare end of stream) frees its stream now.
+        let guard = (!http_body::Body::is_end_stream(&body)).then_some(guard);
+        Self { body, guard }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
+            this.guard = None;
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Why a request to the upstream failed: hyper-util's error (HTTP/1.1), or the HTTP/2 pool's.
+/// Displayed as the error it holds; [`Self::inner`] gives that error, to look through its
+/// sources.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    Http1(hyper_util::client::legacy::Error),
+    /// No HTTP/2 connection could be opened.
+    Connect(ConnectError),
+    Http2(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether connecting failed: the upstream saw nothing of the request.
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            Self::Http1(error) => error.is_connect(),
+            Self::Connect(_) => true,
+            Self::Http2(_) => false,
+        }
+    }
+
+    /// The error this one holds.
+    pub(crate) fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            Self::Http1(error) => error,
+            Self::Connect(error) => error,
+            Self::Http2(error) => error,
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.inner(), f)
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner().source()
+    }
+}
+
 /// Builds the client of an upstream: plain or TLS (with the built-in roots and its CA file),
-/// HTTP/2 or not.
+/// HTTP/2 (at most `h2_max_streams` streams per connection) or not.
 ///
 /// # Errors
 ///
 /// The CA file cannot be read or holds no certificate.
-pub(crate) fn client_for(upstream: &Upstream) -> Result<HttpClient, String> {
+pub(crate) fn client_for(upstream: &Upstream, h2_max_streams: u32) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    if upstream.http2 {
+        let connector = if upstream.is_https() {
+            let tls = crate::tls::client_config(upstream.ca_file.as_deref(), true)?;
+            http.enforce_http(false);
+            // ALPN h2 only.
+            Connector::Tls(
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_only()
+                    .enable_http2()
+                    .wrap_connector(http),
+            )
+        } else {
+            Connector::Plain(http)
+        };
+        return Ok(HttpClient::Http2(H2Pool::new(connector, h2_max_streams)));
+    }
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
-    if upstream.http2 {
-        client.http2_only(true);
-    }
     if !upstream.is_https() {
         return Ok(HttpClient::Plain(client.build(http)));
     }
-    let tls = crate::tls::client_config(upstream.ca_file.as_deref(), upstream.http2)?;
+    let tls = crate::tls::client_config(upstream.ca_file.as_deref(), false)?;
     http.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
-        .enable_http1();
-    let connector = if upstream.http2 {
-        builder.enable_http2().wrap_connector(http)
-    } else {
-        builder.wrap_connector(http)
-    };
+        .enable_http1()
+        .wrap_connector(http);
     Ok(HttpClient::Tls(client.build(connector)))
 }
 
@@ -281,7 +424,7 @@ pub(crate) type ResumeClient = ResumeService<HttpClient>;
 
 /// The upstream's body (through the resume layer), or the proxy's own short answer (400, 502,
 /// 504, the empty event stream of `--unreachable-sse`).
-pub(crate) type ProxyBody = Either<ResumeBody<Incoming, HttpClient, UpBody>, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<ResumeBody<UpstreamBody, HttpClient, UpBody>, Full<Bytes>>;
 
 /// The client's address, put in the request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -454,10 +597,12 @@ impl Forward {
 
     fn failed(
         &self,
-        error: &hyper_util::client::legacy::Error,
+        error: &UpstreamError,
         unreachable: Option<Duration>,
         version: Version,
     ) -> Response<ProxyBody> {
+        let is_connect = error.is_connect();
+        let error = error.inner();
         // The client's own body failed: its fault, 400 (or 413 past the limit).
         match find::<ClientBodyError>(error) {
             Some(ClientBodyError::TooLarge { limit }) => return too_large(*limit, version),
@@ -477,7 +622,7 @@ impl Forward {
         // reached gets `200 text/event-stream`, a jittered `retry:` and a clean end instead
         // (docs/rules.md, "HTTP rules"). Only after a connect error, when the upstream saw
         // nothing of the request.
-        if error.is_connect() {
+        if is_connect {
             self.stats.upstream_error(&self.route, "connect");
             if let Some(retry) = unreachable {
                 tracing::warn!(

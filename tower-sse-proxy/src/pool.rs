@@ -1,0 +1,549 @@
+//! HTTP/2 to upstreams (`--upstream-http2`): a small pool of connections per upstream that
+//! opens another connection when every open one carries as many streams as it may.
+//!
+//! hyper-util's legacy client keeps one HTTP/2 connection per upstream, and a request past the
+//! upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` waits inside h2 for a stream to end. Event
+//! streams do not end, so past that limit (hyper 200, Go 250, nginx 128 by default) every new
+//! stream waited for the response-head timeout and got a 504. Here each connection counts the
+//! proxy's own streams on it, and takes a new one only while it counts fewer than its limit:
+//! the route's `upstream-h2-max-streams` (default [`DEFAULT_MAX_STREAMS`]), or the upstream's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` once the connection has read it, whichever is lower. When
+//! every open connection to the upstream is full, the request waits for a new connection (one
+//! opened for up to that many waiting requests at a time). The connections are hyper's own
+//! (`hyper::client::conn::http2`); `SendRequest` is cloned for each request.
+//!
+//! - A stream counts from the moment a connection is chosen for it until its response body
+//!   ends or is dropped, or its request fails. The count rides in the response body: one
+//!   `Arc` clone ([`StreamGuard`]), no allocation per stream.
+//! - A closed connection (the upstream restarted, sent GOAWAY, or the connection failed) is
+//!   dropped from the pool at the next request, and never chosen again. A request whose
+//!   connection closed before it was sent goes to another connection.
+//! - A connection that carried no stream for a whole [`IDLE_TIMEOUT`] is closed (after 90 to
+//!   180 s idle, like hyper-util's pool).
+//! - A new connection is handed to its requests once the upstream's `SETTINGS` have come (one
+//!   round trip), so that its limit is known; and the next connections to that upstream are
+//!   opened for at most that many waiting requests each. An upstream whose `SETTINGS` do not
+//!   name a limit (none of hyper, Go, nginx) gets the requests after [`SETTINGS_WAIT`], counted
+//!   against `upstream-h2-max-streams` alone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{oneshot, watch};
+use tower::Service as _;
+
+use crate::upstream::UpBody;
+
+/// The most streams the proxy opens on one HTTP/2 connection when the route does not say: below
+/// the lowest common server default (nginx's `http2_max_concurrent_streams` is 128; hyper's 200,
+/// Go's 250).
+pub(crate) const DEFAULT_MAX_STREAMS: u32 = 100;
+/// A connection that carried no stream for this long is closed (checked once per interval, so
+/// after 90 to 180 s).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long opening a connection (TCP, TLS) may take before its requests get a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection waits for the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` before
+/// its requests go out anyway (an upstream that does not name its limit has none).
+pub(crate) const SETTINGS_WAIT: Duration = Duration::from_secs(1);
+/// The stream limit a connection reports until the upstream's `SETTINGS` name one.
+const NOT_YET: usize = usize::MAX;
+/// How many times one request waits for a new connection and finds the new connection's
+/// streams taken by others (a burst) before it goes over the limit on the newest connection.
+const MAX_ROUNDS: u32 = 4;
+/// A connection's count once it is retired: above any limit, so that no stream is counted on it
+/// again.
+const RETIRED: usize = usize::MAX;
+
+/// How the pool reaches upstreams: plain TCP (h2c prior knowledge) or TLS with ALPN `h2`.
+#[derive(Clone, Debug)]
+pub(crate) enum Connector {
+    Plain(HttpConnector),
+    Tls(HttpsConnector<HttpConnector>),
+}
+
+/// The HTTP/2 connections of one client, per upstream (scheme and authority). Cheap to clone:
+/// the clones share the connections.
+#[derive(Clone, Debug)]
+pub(crate) struct H2Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    connector: Connector,
+    builder: http2::Builder<TokioExecutor>,
+    /// `upstream-h2-max-streams`.
+    max_streams: usize,
+    hosts: Mutex<HashMap<Key, Host>>,
+}
+
+type Key = (Scheme, Authority);
+
+/// One upstream's connections, and the connections being opened to it.
+#[derive(Debug)]
+struct Host {
+    conns: Vec<Conn>,
+    pending: Vec<Pending>,
+    next_id: u64,
+    /// The stream limit of the newest connection (`NOT_YET` before the first): how many waiting
+    /// requests one new connection is opened for.
+    limit: usize,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Self {
+            conns: Vec::new(),
+            pending: Vec::new(),
+            next_id: 0,
+            limit: NOT_YET,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    send: http2::SendRequest<UpBody>,
+    slot: Arc<Slot>,
+}
+
+/// A connection being opened, and how many requests wait for it.
+#[derive(Debug)]
+struct Pending {
+    id: u64,
+    waiters: usize,
+    done: watch::Receiver<Option<Result<(), ConnectError>>>,
+}
+
+/// The counts of one connection.
+#[derive(Debug)]
+struct Slot {
+    /// The proxy's streams on the connection ([`RETIRED`] once it is closed for idleness).
+    streams: AtomicUsize,
+    /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection last read it (the
+    /// cap until the upstream's `SETTINGS` arrive).
+    peer_limit: AtomicUsize,
+    /// Streams counted since the connection opened (to tell an idle connection).
+    counted: AtomicU64,
+    /// `upstream-h2-max-streams`.
+    cap: usize,
+}
+
+impl Slot {
+    /// The most streams the connection takes now.
+    fn limit(&self) -> usize {
+        self.cap.min(self.peer_limit.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Counts a stream if the connection is below its limit (`force`: in any case, unless it is
+    /// retired).
+    fn try_count(self: &Arc<Self>, force: bool) -> Option<StreamGuard> {
+        let limit = if force { RETIRED } else { self.limit() };
+        let mut now = self.streams.load(Ordering::Relaxed);
+        loop {
+            if now >= limit {
+                return None;
+            }
+            match self.streams.compare_exchange_weak(
+                now,
+                now + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.counted.fetch_add(1, Ordering::Relaxed);
+                    return Some(StreamGuard(Arc::clone(self)));
+                }
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Retires the connection if it carries no stream: it is chosen no more.
+    fn retire(&self) -> bool {
+        self.streams
+            .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn is_retired(&self) -> bool {
+        self.streams.load(Ordering::Relaxed) == RETIRED
+    }
+}
+
+/// One stream counted on its connection, until dropped: held by the request while it is sent,
+/// then by the response body ([`crate::upstream::UpstreamBody`]).
+#[derive(Debug)]
+pub(crate) struct StreamGuard(Arc<Slot>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// No HTTP/2 connection to the upstream could be opened (TCP, TLS or the handshake failed, or
+/// took longer than 5 s): the upstream saw nothing of the request. Shared by the requests that
+/// waited for the same connection.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ConnectError {
+    fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(Arc::from(error.into()))
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cannot open an HTTP/2 connection to the upstream")
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Why an HTTP/2 request failed.
+#[derive(Debug)]
+pub(crate) enum H2Error {
+    /// No connection: nothing was sent.
+    Connect(ConnectError),
+    /// The request was sent on a connection and failed there.
+    Request(hyper::Error),
+}
+
+/// What a request gets from the pool: a connection and its count, or a connection to wait for.
+enum Checkout {
+    Ready(http2::SendRequest<UpBody>, StreamGuard),
+    Wait(watch::Receiver<Option<Result<(), ConnectError>>>),
+}
+
+impl H2Pool {
+    /// Creates a new pool that reaches upstreams through `connector` and counts at most
+    /// `max_streams` streams per connection.
+    pub(crate) fn new(connector: Connector, max_streams: u32) -> Self {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let max_streams = usize::try_from(max_streams).unwrap_or(usize::MAX).max(1);
+        // No limit of h2's own before the upstream's SETTINGS (hyper's default is 100): the
+        // pool counts, and it waits for those SETTINGS.
+        builder
+            .timer(TokioTimer::new())
+            .initial_max_send_streams(NOT_YET);
+        Self {
+            shared: Arc::new(Shared {
+                connector,
+                builder,
+                max_streams,
+                hosts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sends `request` (an absolute URI) on a connection to its upstream with a free stream,
+    /// opening one if none has. The response comes with the stream's count, or the error
+    /// (with the count, when the request was sent: it is released with the error).
+    pub(crate) fn send(
+        &self,
+        mut request: Request<UpBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, StreamGuard), H2Error>> + Send + 'static
+    {
+        let pool = self.clone();
+        async move {
+            let key = match (request.uri().scheme(), request.uri().authority()) {
+                (Some(scheme), Some(authority)) => (scheme.clone(), authority.clone()),
+                _ => {
+                    return Err(H2Error::Connect(ConnectError::new(
+                        "the upstream URI has no scheme or authority",
+                    )));
+                }
+            };
+            let mut rounds = 0;
+            loop {
+                if rounds > 2 * MAX_ROUNDS {
+                    return Err(H2Error::Connect(ConnectError::new(
+                        "the upstream closed every HTTP/2 connection as it opened",
+                    )));
+                }
+                let (mut send, guard) = match pool.checkout(&key, request.uri(), rounds) {
+                    Checkout::Ready(send, guard) => (send, guard),
+                    Checkout::Wait(mut done) => {
+                        rounds += 1;
+                        let outcome = done.wait_for(Option::is_some).await;
+                        match outcome.as_deref() {
+                            Ok(Some(Err(error))) => return Err(H2Error::Connect(error.clone())),
+                            Ok(_) => continue,
+                            Err(_) => {
+                                return Err(H2Error::Connect(ConnectError::new(
+                                    "the connection attempt was abandoned",
+                                )));
+                            }
+                        }
+                    }
+                };
+                match send.try_send_request(request).await {
+                    Ok(response) => return Ok((response, guard)),
+                    Err(mut error) => match error.take_message() {
+                        // Not sent: the connection closed meanwhile; another one takes it.
+                        Some(back) if rounds < MAX_ROUNDS => {
+                            rounds += 1;
+                            request = back;
+                        }
+                        _ => return Err(H2Error::Request(error.into_error())),
+                    },
+                }
+            }
+        }
+    }
+
+    /// A connection with a free stream, or one to wait for. After [`MAX_ROUNDS`] waits, the
+    /// newest open connection takes the stream even at its limit.
+    fn checkout(&self, key: &Key, uri: &Uri, rounds: u32) -> Checkout {
+        let mut hosts = self
+            .shared
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let host = hosts.entry(key.clone()).or_default();
+        host.conns
+            .retain(|conn| !conn.send.is_closed() && !conn.slot.is_retired());
+        // The oldest connections first: the newest ones empty out and close when idle.
+        for conn in &host.conns {
+            if let Some(guard) = conn.slot.try_count(false) {
+                return Checkout::Ready(conn.send.clone(), guard);
+            }
+        }
+        if rounds >= MAX_ROUNDS
+            && let Some((conn, guard)) = host
+                .conns
+                .iter()
+                .rev()
+                .find_map(|conn| Some((conn, conn.slot.try_count(true)?)))
+        {
+            return Checkout::Ready(conn.send.clone(), guard);
+        }
+        let max_streams = self.shared.max_streams.min(host.limit);
+        if let Some(pending) = host
+            .pending
+            .iter_mut()
+            .find(|pending| pending.waiters < max_streams)
+        {
+            pending.waiters += 1;
+            return Checkout::Wait(pending.done.clone());
+        }
+        let (tx, done) = watch::channel(None);
+        let id = host.next_id;
+        host.next_id += 1;
+        host.pending.push(Pending {
+            id,
+            waiters: 1,
+            done: done.clone(),
+        });
+        drop(hosts);
+        tokio::spawn(self.clone().open(key.clone(), uri.clone(), id, tx));
+        Checkout::Wait(done)
+    }
+
+    /// Opens a connection for the requests waiting on `tx`, and adds it to the pool.
+    async fn open(
+        self,
+        key: Key,
+        uri: Uri,
+        id: u64,
+        tx: watch::Sender<Option<Result<(), ConnectError>>>,
+    ) {
+        let opened = self.connect(uri).await;
+        if let Err(error) = &opened {
+            tracing::debug!(
+                upstream = %key.1,
+                error = %crate::upstream::DisplayChain(error),
+                "cannot open an HTTP/2 connection"
+            );
+        }
+        let outcome = {
+            let mut hosts = self
+                .shared
+                .hosts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let host = hosts.entry(key).or_default();
+            host.pending.retain(|pending| pending.id != id);
+            opened.map(|conn| {
+                host.limit = conn.slot.limit();
+                host.conns.push(conn);
+            })
+        };
+        tx.send_replace(Some(outcome));
+    }
+
+    /// Connects (TCP, TLS), hands the connection to hyper and spawns its task.
+    async fn connect(&self, uri: Uri) -> Result<Conn, ConnectError> {
+        match &self.shared.connector {
+            Connector::Plain(http) => {
+                let io = connect_within(http.clone().call(uri)).await?;
+                self.handshake(io).await
+            }
+            Connector::Tls(https) => {
+                let io = connect_within(https.clone().call(uri)).await?;
+                self.handshake(io).await
+            }
+        }
+    }
+
+    async fn handshake<T>(&self, io: T) -> Result<Conn, ConnectError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (send, connection) = self
+            .shared
+            .builder
+            .handshake::<T, UpBody>(io)
+            .await
+            .map_err(ConnectError::new)?;
+        let slot = Arc::new(Slot {
+            streams: AtomicUsize::new(0),
+            peer_limit: AtomicUsize::new(NOT_YET),
+            counted: AtomicU64::new(0),
+            cap: self.shared.max_streams,
+        });
+        let (settings, known) = oneshot::channel();
+        tokio::spawn(drive(connection, Arc::clone(&slot), settings));
+        // Settings known, or not named in time (or the runtime is ending): go on.
+        if let Ok(Ok(Err(error))) = tokio::time::timeout(SETTINGS_WAIT, known).await {
+            return Err(error);
+        }
+        Ok(Conn { send, slot })
+    }
+}
+
+/// A connector's call, bounded by [`CONNECT_TIMEOUT`].
+async fn connect_within<T, E>(call: impl Future<Output = Result<T, E>>) -> Result<T, ConnectError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, call).await {
+        Ok(result) => result.map_err(ConnectError::new),
+        Err(_) => Err(ConnectError::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting took longer than 5s",
+        ))),
+    }
+}
+
+/// Runs one connection: reads the upstream's stream limit into its slot after every poll (and
+/// tells `settings` once it is known, or the connection's end if that comes first), and closes
+/// it once it carried no stream for a whole [`IDLE_TIMEOUT`].
+async fn drive<T>(
+    connection: http2::Connection<T, UpBody, TokioExecutor>,
+    slot: Arc<Slot>,
+    settings: oneshot::Sender<Result<(), ConnectError>>,
+) where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut idle = tokio::time::interval(IDLE_TIMEOUT);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    idle.tick().await;
+    let mut counted = slot.counted.load(Ordering::Relaxed);
+    let mut was_idle = false;
+    let mut settings = Some(settings);
+    let run = std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<hyper::Result<()>> {
+        let poll = connection.as_mut().poll(cx);
+        let limit = connection.as_ref().get_ref().current_max_send_streams();
+        slot.peer_limit.store(limit, Ordering::Relaxed);
+        if let Some(settings) = settings.take_if(|_| limit != NOT_YET || poll.is_ready()) {
+            let _ = settings.send(match &poll {
+                Poll::Pending => Ok(()),
+                Poll::Ready(Ok(())) => Err(ConnectError::new(
+                    "the upstream closed the connection before its HTTP/2 SETTINGS",
+                )),
+                Poll::Ready(Err(error)) => Err(ConnectError::new(
+                    crate::upstream::DisplayChain(error).to_string(),
+                )),
+            });
+        }
+        poll
+    });
+    let mut run = std::pin::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upstream HTTP/2 connection failed");
+                }
+                return;
+            }
+            _ = idle.tick() => {
+                let now = slot.counted.load(Ordering::Relaxed);
+                // Idle at the last tick and no stream since: idle for a whole interval.
+                if was_idle && now == counted && slot.retire() {
+                    tracing::debug!("idle upstream HTTP/2 connection closed");
+                    return;
+                }
+                was_idle = slot.streams.load(Ordering::Relaxed) == 0;
+                counted = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    fn slot(cap: usize) -> Arc<Slot> {
+        Arc::new(Slot {
+            streams: AtomicUsize::new(0),
+            peer_limit: AtomicUsize::new(NOT_YET),
+            counted: AtomicU64::new(0),
+            cap,
+        })
+    }
+
+    #[test]
+    fn a_connection_counts_streams_up_to_the_lower_of_its_cap_and_the_upstreams_limit() {
+        let slot = slot(3);
+        let guards: Vec<_> = (0..3).map(|_| slot.try_count(false).unwrap()).collect();
+        assert!(slot.try_count(false).is_none());
+        drop(guards);
+        assert_eq!(slot.streams.load(Ordering::Relaxed), 0);
+        slot.peer_limit.store(2, Ordering::Relaxed);
+        let _a = slot.try_count(false).unwrap();
+        let _b = slot.try_count(false).unwrap();
+        assert!(slot.try_count(false).is_none());
+        // Forced: over the limit.
+        let _c = slot.try_count(true).unwrap();
+        assert_eq!(slot.counted.load(Ordering::Relaxed), 6);
+        // An upstream that allows no stream still gets one per connection.
+        slot.peer_limit.store(0, Ordering::Relaxed);
+        assert_eq!(slot.limit(), 1);
+    }
+
+    #[test]
+    fn only_a_connection_without_streams_retires_and_then_counts_none() {
+        let slot = slot(3);
+        let guard = slot.try_count(false).unwrap();
+        assert!(!slot.retire());
+        drop(guard);
+        assert!(slot.retire());
+        assert!(slot.is_retired());
+        assert!(slot.try_count(false).is_none());
+        assert!(slot.try_count(true).is_none());
+    }
+}
