@@ -233,6 +233,13 @@ enum Checkout {
     Wait(watch::Receiver<Option<Result<(), ConnectError>>>),
 }
 
+/// The future of [`H2Pool::send`]: boxed, since hyper's `send_request` returns a future that
+/// cannot be named (hyper-util's client boxes its future too). It lives until the response head
+/// arrives, not for the stream.
+pub(crate) type H2Future = std::pin::Pin<
+    Box<dyn Future<Output = Result<(Response<Incoming>, StreamGuard), H2Error>> + Send>,
+>;
+
 impl H2Pool {
     /// Creates a new pool that reaches upstreams through `connector` and counts at most
     /// `max_streams` streams per connection.
@@ -257,13 +264,9 @@ impl H2Pool {
     /// Sends `request` (an absolute URI) on a connection to its upstream with a free stream,
     /// opening one if none has. The response comes with the stream's count, or the error
     /// (with the count, when the request was sent: it is released with the error).
-    pub(crate) fn send(
-        &self,
-        mut request: Request<UpBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, StreamGuard), H2Error>> + Send + 'static
-    {
+    pub(crate) fn send(&self, mut request: Request<UpBody>) -> H2Future {
         let pool = self.clone();
-        async move {
+        Box::pin(async move {
             let key = match (request.uri().scheme(), request.uri().authority()) {
                 (Some(scheme), Some(authority)) => (scheme.clone(), authority.clone()),
                 _ => {
@@ -307,7 +310,7 @@ impl H2Pool {
                     },
                 }
             }
-        }
+        })
     }
 
     /// A connection with a free stream, or one to wait for. After [`MAX_ROUNDS`] waits, the

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 use tower_sse::{ResumeBody, ResumeService, SseOverride};
 
 use crate::admin::Stats;
-use crate::pool::{ConnectError, Connector, H2Error, H2Pool, StreamGuard};
+use crate::pool::{ConnectError, Connector, H2Error, H2Future, H2Pool, StreamGuard};
 
 /// How long connecting to the upstream may take before the request gets a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,21 +241,16 @@ impl tower::Service<Request<UpBody>> for HttpClient {
         match self {
             Self::Plain(client) => ResponseFuture::Http1(client.request(request)),
             Self::Tls(client) => ResponseFuture::Http1(client.request(request)),
-            Self::Http2(pool) => ResponseFuture::Http2(Box::pin(pool.send(request))),
+            Self::Http2(pool) => ResponseFuture::Http2(pool.send(request)),
         }
     }
 }
 
-/// The future of an upstream response: hyper-util's (boxed by hyper-util), or the HTTP/2 pool's
-/// (boxed here, since hyper's `send_request` future cannot be named). Either lives until the
-/// response head arrives, not for the stream.
+/// The future of an upstream response: hyper-util's, or the HTTP/2 pool's (both boxed). Either
+/// lives until the response head arrives, not for the stream.
 pub(crate) enum ResponseFuture {
     Http1(hyper_util::client::legacy::ResponseFuture),
-    Http2(
-        std::pin::Pin<
-            Box<dyn Future<Output = Result<(Response<Incoming>, StreamGuard), H2Error>> + Send>,
-        >,
-    ),
+    Http2(H2Future),
 }
 
 impl std::fmt::Debug for ResponseFuture {
