@@ -57,6 +57,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection waits for the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` before
 /// its requests go out anyway (an upstream that does not name its limit has none).
 pub(crate) const SETTINGS_WAIT: Duration = Duration::from_secs(1);
+/// How often a new connection looks for the upstream's `SETTINGS` until they have come.
+const SETTINGS_PROBE: Duration = Duration::from_millis(2);
 /// The stream limit a connection reports until the upstream's `SETTINGS` name one.
 const NOT_YET: usize = usize::MAX;
 /// How many times one request waits for a new connection and finds the new connection's
@@ -450,6 +452,10 @@ where
 /// Runs one connection: reads the upstream's stream limit into its slot after every poll (and
 /// tells `settings` once it is known, or the connection's end if that comes first), and closes
 /// it once it carried no stream for a whole [`IDLE_TIMEOUT`].
+///
+/// hyper reads the connection in a task of its own; what this polls is its dispatch task, which
+/// nothing wakes when the upstream's `SETTINGS` arrive. So until they have, it is polled every
+/// [`SETTINGS_PROBE`] as well (for at most [`SETTINGS_WAIT`]).
 async fn drive<T>(
     connection: http2::Connection<T, UpBody, TokioExecutor>,
     slot: Arc<Slot>,
@@ -458,50 +464,58 @@ async fn drive<T>(
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let mut connection = std::pin::pin!(connection);
-    let mut idle = tokio::time::interval(IDLE_TIMEOUT);
+    let start = tokio::time::Instant::now();
+    let mut idle = tokio::time::interval_at(start + IDLE_TIMEOUT, IDLE_TIMEOUT);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    idle.tick().await;
+    let mut probe = tokio::time::interval_at(start + SETTINGS_PROBE, SETTINGS_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let probe_until = start + SETTINGS_WAIT;
+    let mut settings = Some(settings);
     let mut counted = slot.counted.load(Ordering::Relaxed);
     let mut was_idle = false;
-    let mut settings = Some(settings);
-    let run = std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<hyper::Result<()>> {
-        let poll = connection.as_mut().poll(cx);
-        let limit = connection.as_ref().get_ref().current_max_send_streams();
-        slot.peer_limit.store(limit, Ordering::Relaxed);
-        if let Some(settings) = settings.take_if(|_| limit != NOT_YET || poll.is_ready()) {
-            let _ = settings.send(match &poll {
-                Poll::Pending => Ok(()),
-                Poll::Ready(Ok(())) => Err(ConnectError::new(
-                    "the upstream closed the connection before its HTTP/2 SETTINGS",
-                )),
-                Poll::Ready(Err(error)) => Err(ConnectError::new(
-                    crate::upstream::DisplayChain(error).to_string(),
-                )),
-            });
-        }
-        poll
-    });
-    let mut run = std::pin::pin!(run);
-    loop {
-        tokio::select! {
-            result = &mut run => {
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        loop {
+            let poll = connection.as_mut().poll(cx);
+            let limit = connection.as_ref().get_ref().current_max_send_streams();
+            slot.peer_limit.store(limit, Ordering::Relaxed);
+            if let Some(settings) = settings.take_if(|_| limit != NOT_YET || poll.is_ready()) {
+                let _ = settings.send(match &poll {
+                    Poll::Pending => Ok(()),
+                    Poll::Ready(Ok(())) => Err(ConnectError::new(
+                        "the upstream closed the connection before its HTTP/2 SETTINGS",
+                    )),
+                    Poll::Ready(Err(error)) => Err(ConnectError::new(
+                        crate::upstream::DisplayChain(error).to_string(),
+                    )),
+                });
+            }
+            if let Poll::Ready(result) = poll {
                 if let Err(error) = result {
                     tracing::debug!(%error, "upstream HTTP/2 connection failed");
                 }
-                return;
+                return Poll::Ready(());
             }
-            _ = idle.tick() => {
+            if idle.poll_tick(cx).is_ready() {
                 let now = slot.counted.load(Ordering::Relaxed);
                 // Idle at the last tick and no stream since: idle for a whole interval.
                 if was_idle && now == counted && slot.retire() {
                     tracing::debug!("idle upstream HTTP/2 connection closed");
-                    return;
+                    return Poll::Ready(());
                 }
                 was_idle = slot.streams.load(Ordering::Relaxed) == 0;
                 counted = now;
+                continue;
             }
+            if settings.is_some()
+                && tokio::time::Instant::now() < probe_until
+                && probe.poll_tick(cx).is_ready()
+            {
+                continue;
+            }
+            return Poll::Pending;
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ struct H2Upstream {
     open: Arc<AtomicUsize>,
     /// Closes every open connection when sent (an upstream restart; the port stays bound).
     restart: tokio::sync::watch::Sender<()>,
+    /// Sends GOAWAY on every open connection when sent (a graceful restart: open streams go
+    /// on, new ones must go elsewhere).
+    drain: tokio::sync::watch::Sender<()>,
 }
 
 impl H2Upstream {
@@ -51,6 +54,7 @@ impl H2Upstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let (restart, restarted) = tokio::sync::watch::channel(());
+        let (drain, drained) = tokio::sync::watch::channel(());
         let count = Arc::clone(&connections);
         let open_count = Arc::clone(&open);
         tokio::spawn(async move {
@@ -60,6 +64,8 @@ impl H2Upstream {
                 let open = Arc::clone(&open_count);
                 let mut restarted = restarted.clone();
                 restarted.mark_unchanged();
+                let mut drained = drained.clone();
+                drained.mark_unchanged();
                 tokio::spawn(async move {
                     // The senders of the connection's streams: they end with it.
                     let held = Arc::new(Mutex::new(Vec::new()));
@@ -75,27 +81,26 @@ impl H2Upstream {
                             Ok::<_, Infallible>(response.map(|body| Counted { body, open }))
                         }
                     });
-                    let mut builder =
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                    builder.max_concurrent_streams(limit);
-                    match tls {
-                        None => {
-                            let serve = builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::select! {
-                                _ = serve => {}
-                                _ = restarted.changed() => {}
-                            }
-                        }
+                    let io: Box<dyn Io> = match tls {
+                        None => Box::new(stream),
                         Some(acceptor) => {
                             let Ok(stream) = acceptor.accept(stream).await else {
                                 return;
                             };
                             assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                            let serve = builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::select! {
-                                _ = serve => {}
-                                _ = restarted.changed() => {}
-                            }
+                            Box::new(stream)
+                        }
+                    };
+                    let mut builder =
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    builder.max_concurrent_streams(limit);
+                    let serve = builder.serve_connection(TokioIo::new(io), service);
+                    let mut serve = std::pin::pin!(serve);
+                    loop {
+                        tokio::select! {
+                            _ = serve.as_mut() => break,
+                            _ = restarted.changed() => break,
+                            Ok(()) = drained.changed() => serve.as_mut().graceful_shutdown(),
                         }
                     }
                 });
@@ -106,6 +111,7 @@ impl H2Upstream {
             connections,
             open,
             restart,
+            drain,
         }
     }
 
@@ -117,6 +123,11 @@ impl H2Upstream {
         self.open.load(Ordering::SeqCst)
     }
 }
+
+/// A connection's stream, TLS or not.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// A response body that counts itself open until dropped.
 struct Counted<B> {
@@ -240,51 +251,83 @@ async fn streams_past_the_upstreams_limit_get_another_connection() {
 }
 
 #[tokio::test]
-async fn the_upstreams_own_stream_limit_counts_once_the_connection_has_read_it() {
-    // The proxy's cap (the default, 100) is above the upstream's 2: once the first stream's
-    // answer came on the connection, so did the upstream's SETTINGS.
+async fn the_upstreams_own_stream_limit_counts_when_below_the_cap() {
+    // The proxy's cap (the default, 100) is above the upstream's 2. A new connection takes
+    // requests once the upstream's SETTINGS have come, so even the first burst is spread.
     let upstream = H2Upstream::start(2, None).await;
     let mut proxy = Running::proxy(upstream.addr, &["--upstream-http2"]);
     let addr = proxy.addr().await;
-    let first = open_all(&proxy, addr, &["/events/first".to_owned()]).await;
-    let paths: Vec<String> = (0..4).map(|i| format!("/events/{i}")).collect();
+    let paths: Vec<String> = (0..5).map(|i| format!("/events/{i}")).collect();
     let streams = open_all(&proxy, addr, &paths).await;
     assert!(
         upstream.connections() >= 3,
-        "{:?} {:?}",
-        connections_of(&first),
+        "{:?}",
         connections_of(&streams)
     );
+    // Once the limit is known, the next streams are spread at once too.
+    let paths: Vec<String> = (5..10).map(|i| format!("/events/{i}")).collect();
+    let more = open_all(&proxy, addr, &paths).await;
+    assert!(upstream.connections() >= 5, "{:?}", connections_of(&more));
+}
+
+/// Opens event streams at `path` until one gets 200 (within [`WAIT`]): a request that reaches
+/// the proxy before it has seen a connection close may fail. Returns its text and body.
+async fn first_ok(proxy: &Running, addr: SocketAddr, path: &str) -> (String, Incoming) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, text, body) = open_stream(addr, path).await;
+        if status == StatusCode::OK {
+            return (text, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path}: no 200 within {WAIT:?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
-async fn a_connection_with_free_streams_is_reused_and_a_closed_one_is_not() {
+async fn a_connection_with_free_streams_is_reused_and_a_closed_or_draining_one_is_not() {
     let upstream = H2Upstream::start(10, None).await;
     let mut proxy = Running::proxy(upstream.addr, &["--upstream-http2"]);
     let addr = proxy.addr().await;
     let paths: Vec<String> = (0..3).map(|i| format!("/events/{i}")).collect();
-    let streams = open_all(&proxy, addr, &paths).await;
+    let mut streams = open_all(&proxy, addr, &paths).await;
     assert_eq!(connections_of(&streams), [1, 1, 1]);
     assert_eq!(upstream.connections(), 1);
-    drop(streams);
 
-    // The upstream restarts: its connections close, its port stays. A request that comes once
-    // the proxy has seen the close goes on a new connection (none waits on the closed one).
-    upstream.restart.send(()).unwrap();
-    let mut answered = None;
+    // A graceful restart: GOAWAY on the connection, its open streams go on. Streams the proxy
+    // opened before it read the GOAWAY are the upstream's to serve (hyper's first GOAWAY allows
+    // any stream); after it, new streams go on a new connection. None fails.
+    upstream.drain.send(()).unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while answered.is_none() && tokio::time::Instant::now() < deadline {
-        let (status, text, body) = open_stream(addr, "/events/after").await;
-        if status == StatusCode::OK {
-            answered = Some((text, body));
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        let (status, text, body) = open_stream(addr, "/events/drained").await;
+        assert_eq!(status, StatusCode::OK, "{text}\n{}", proxy.log());
+        let on_new = text.contains("data: conn 2 /events/drained\n");
+        streams.push((text, body));
+        if on_new {
+            break;
         }
+        assert!(tokio::time::Instant::now() < deadline, "no new connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (text, _body) =
-        answered.unwrap_or_else(|| panic!("no 200 after the restart\n{}", proxy.log()));
-    assert!(text.contains("data: conn 2 /events/after\n"), "{text}");
     assert_eq!(upstream.connections(), 2);
+    assert_eq!(
+        upstream.open(),
+        streams.len(),
+        "the streams of the draining connection were cut"
+    );
+
+    // The upstream restarts: its connections close, its port stays. New streams go on a new
+    // connection (none waits on, or fails on, a closed one).
+    upstream.restart.send(()).unwrap();
+    drop(streams);
+    let (text, _body) = first_ok(&proxy, addr, "/events/after").await;
+    assert!(text.contains("data: conn 3 /events/after\n"), "{text}");
+    assert_eq!(upstream.connections(), 3);
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert PEM, key PEM).
