@@ -202,12 +202,36 @@ struct State<S> {
 }
 
 impl<S> State<S> {
-    /// A data frame of the upstream: what to hand on now, if anything.
+    /// The normal case, tried first: whether `data`, a frame of whole events (or any frame once
+    /// resume is off), goes on as it is. The tracker has then seen it; otherwise
+    /// [`on_data`](Self::on_data) takes it.
+    #[inline]
+    fn whole(&mut self, data: &[u8]) -> bool {
+        if self.off {
+            return !data.is_empty();
+        }
+        if !self.held.is_empty() {
+            return false;
+        }
+        match self.tracker.whole_events(data) {
+            Some(events) => {
+                self.forwarded |= events > 0;
+                // The frame ends with an LF.
+                self.client_cr = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A data frame of the upstream that [`whole`](Self::whole) did not take: what to hand on
+    /// now, if anything.
+    #[inline(never)]
     fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
         if self.off {
             return (!data.is_empty()).then_some(data);
         }
-        let feed = self.tracker.feed(&data);
+        let feed = self.tracker.feed_lines(&data);
         self.forwarded |= feed.events > 0;
         if self.held.is_empty() && feed.skip == 0 && feed.release == 0 && self.tracker.at_boundary()
         {
@@ -260,6 +284,7 @@ impl<S> State<S> {
     }
 
     /// The current upstream body failed (`Some(error)`) or ended (`None`).
+    #[cold]
     fn interrupted(&mut self, error: Option<BoxError>) {
         let resumable_end = self.config.resume_on_end && !self.head;
         if self.off || (error.is_none() && !resumable_end) {
@@ -390,7 +415,7 @@ impl<S> State<S> {
     }
 }
 
-impl<B, S, ReqBody> Body for ResumeBody<B, S, ReqBody>
+impl<B, S, ReqBody> ResumeBody<B, S, ReqBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -398,19 +423,15 @@ where
     S::Error: Into<BoxError>,
     ReqBody: Default,
 {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+    /// Everything but the normal case: `polled`, what the current body gave if it was polled
+    /// (a frame that is not whole events, an error or the end), then the phases of a resume.
+    #[inline(never)]
+    fn poll_rest(
+        mut body: Pin<&mut Option<B>>,
+        mut resumer: Pin<&mut Resumer<S, ReqBody>>,
+        mut polled: Option<Option<Result<Frame<Bytes>, B::Error>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut body, resumer) = match self.project().inner.project() {
-            InnerProj::Passthrough { body } => {
-                return body.poll_frame(cx).map_err(Into::into);
-            }
-            InnerProj::Resume { body, resumer } => (body, resumer),
-        };
         let ResumerProj {
             mut future,
             timer,
@@ -419,11 +440,20 @@ where
         loop {
             match &mut state.phase {
                 Phase::Streaming => {
-                    let Some(inner) = body.as_mut().as_pin_mut() else {
-                        state.phase = Phase::Done;
-                        continue;
+                    let polled = match polled.take() {
+                        Some(polled) => polled,
+                        None => {
+                            let Some(inner) = body.as_mut().as_pin_mut() else {
+                                state.phase = Phase::Done;
+                                continue;
+                            };
+                            ready!(inner.poll_frame(cx))
+                        }
                     };
-                    match ready!(inner.poll_frame(cx)) {
+                    match polled {
+                        Some(Ok(frame)) if frame.data_ref().is_some_and(|data| state.whole(data)) => {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
                         Some(Ok(frame)) => match frame.into_data() {
                             Ok(data) => {
                                 if let Some(out) = state.on_data(data) {
@@ -491,6 +521,43 @@ where
                 }
             }
         }
+    }
+}
+
+impl<B, S, ReqBody> Body for ResumeBody<B, S, ReqBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    ReqBody: Default,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (mut body, resumer) = match self.project().inner.project() {
+            InnerProj::Passthrough { body } => {
+                return body.poll_frame(cx).map_err(Into::into);
+            }
+            InnerProj::Resume { body, resumer } => (body, resumer),
+        };
+        // The normal case first, in as little code as can be: a frame of whole events from the
+        // current body goes on as it is.
+        let state = &mut resumer.as_mut().project().state;
+        let polled = match (&state.phase, body.as_mut().as_pin_mut()) {
+            (Phase::Streaming, Some(inner)) => match ready!(inner.poll_frame(cx)) {
+                Some(Ok(frame)) if frame.data_ref().is_some_and(|data| state.whole(data)) => {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                polled => Some(polled),
+            },
+            _ => None,
+        };
+        Self::poll_rest(body, resumer.as_mut(), polled, cx)
     }
 
     fn is_end_stream(&self) -> bool {

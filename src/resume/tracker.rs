@@ -101,6 +101,78 @@ impl Id {
     }
 }
 
+/// The bytes of an id [`LastId`] keeps in itself.
+const INLINE: usize = 32;
+
+/// The client's last event id. An id of up to [`INLINE`] bytes (numbers, ULIDs, UUIDs) is kept
+/// in the struct, so that [`Tracker::whole_events`] copies one block of fixed size and calls
+/// nothing; a longer one goes to the heap.
+#[derive(Debug, Clone)]
+struct LastId {
+    inline: [u8; INLINE],
+    /// The value's length: above [`INLINE`], the value is `heap`.
+    len: usize,
+    heap: Vec<u8>,
+    /// Longer than `max_id`: not kept.
+    long: bool,
+}
+
+impl Default for LastId {
+    fn default() -> Self {
+        Self {
+            inline: [0; INLINE],
+            len: 0,
+            heap: Vec::new(),
+            long: false,
+        }
+    }
+}
+
+impl LastId {
+    /// The value, `None` when it was too long to keep.
+    fn value(&self) -> Option<&[u8]> {
+        if self.long {
+            None
+        } else if self.len <= INLINE {
+            self.inline.get(..self.len)
+        } else {
+            Some(&self.heap)
+        }
+    }
+
+    /// Takes the id buffer's value.
+    fn set(&mut self, id: &Id) {
+        self.long = id.long;
+        self.len = id.value.len();
+        if let Some(inline) = self.inline.get_mut(..self.len) {
+            inline.copy_from_slice(&id.value);
+        } else {
+            self.heap.clone_from(&id.value);
+        }
+    }
+
+    /// Takes the value of the `id` field whose text after the field name is `frame[from..to]`.
+    #[inline]
+    fn set_in(&mut self, frame: &[u8], from: usize, to: usize, max: usize) {
+        let value = value_of(frame.get(from..to).unwrap_or_default());
+        self.long = value.len() > max;
+        self.len = value.len();
+        let start = to - value.len();
+        // The usual case: the block of `INLINE` bytes from the value's start is in the frame.
+        if let Some(block) = frame.get(start..start + INLINE)
+            && let Ok(block) = <&[u8; INLINE]>::try_from(block)
+            && value.len() <= INLINE
+        {
+            self.inline = *block;
+        } else if let Some(inline) = self.inline.get_mut(..value.len()) {
+            inline.copy_from_slice(value);
+        } else if !self.long {
+            self.heap.clear();
+            self.heap.extend_from_slice(value);
+        }
+    }
+}
+
 /// The first line ending (CR or LF) in `line`, and whether a NUL comes before it: 8 bytes at a
 /// time (SWAR, no `unsafe`) over the first 32 bytes, where an `id` line usually ends (faster
 /// than a vectorised search for so few bytes), then with `memchr`.
@@ -132,6 +204,67 @@ fn short_line_end(line: &[u8]) -> Option<(usize, bool)> {
         at += 8;
     }
     long_line_end(line, at)
+}
+
+/// Whether `block` holds a byte below `0x0E` (an LF, a CR, a NUL or another control byte up to
+/// CR). Written so that the compiler makes it a few vector instructions (no `unsafe`).
+#[inline]
+fn has_control(block: &[u8; BLOCK]) -> bool {
+    block.iter().fold(false, |found, &byte| found | (byte < 0x0E))
+}
+
+/// The bytes [`next_control`] reads at once.
+const BLOCK: usize = 32;
+
+/// The first byte below `0x0E` in `bytes`: 8 bytes at a time (SWAR), the rest one by one.
+#[inline]
+fn first_control(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The lowest byte flagged by `(x - 0x0E..) & !x & 0x80..` is below 0x0E (bytes above it may
+    // be flagged by a borrow).
+    const BELOW: u64 = ONES * 0x0E;
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().ok()?);
+        let hits = word.wrapping_sub(BELOW) & !word & HIGHS;
+        if hits != 0 {
+            return Some(offset + (hits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let rest = words.remainder();
+    rest.iter().position(|&byte| byte < 0x0E).map(|n| offset + n)
+}
+
+/// The first byte below `0x0E` in `bytes` from `at` on: every line ending and NUL is one, and
+/// so are the other control bytes up to CR, which the caller skips. Blocks of [`BLOCK`] bytes
+/// are tested at once with vector instructions, the last one overlapping bytes already tested.
+#[inline]
+fn next_control(bytes: &[u8], at: usize) -> Option<usize> {
+    let rest = bytes.get(at..)?;
+    let mut blocks = rest.chunks_exact(BLOCK);
+    let mut offset = at;
+    for block in &mut blocks {
+        if has_control(block.try_into().ok()?) {
+            return first_control(block).map(|n| offset + n);
+        }
+        offset += BLOCK;
+    }
+    if blocks.remainder().is_empty() {
+        return None;
+    }
+    // The last block of `bytes`, when it starts at or after `at`: its bytes before `offset`
+    // hold no control byte, so the first it finds is after them.
+    if let Some(last) = bytes.len().checked_sub(BLOCK).filter(|&last| last >= at) {
+        let block = bytes.get(last..)?;
+        if !has_control(block.try_into().ok()?) {
+            return None;
+        }
+        return first_control(block).map(|n| last + n);
+    }
+    first_control(blocks.remainder()).map(|n| offset + n)
 }
 
 /// The first line ending in `line` from `from` (no line ending before it), and whether a NUL
@@ -175,11 +308,11 @@ pub(crate) struct Tracker {
     /// A leading BOM is removed (a spliced body), rather than handed on.
     strip_bom: bool,
     /// The client's last event id (meaningful when `last_set`).
-    last: Id,
+    last: LastId,
     /// An `id` field has taken effect (a blank line followed it).
     last_set: bool,
     /// The id buffer, when it differs from `last` (`pending`): an `id` field since the last
-    /// blank line. At a blank line the two swap, so an id is copied once, from its frame.
+    /// blank line. At a blank line `last` takes its value.
     buffer: Id,
     pending: bool,
     /// The `id` value being read across frames (`Line::Id`), and whether it holds a NUL.
@@ -200,7 +333,7 @@ impl Tracker {
             data: false,
             bom: Some(0),
             strip_bom: false,
-            last: Id::default(),
+            last: LastId::default(),
             last_set: false,
             buffer: Id::default(),
             pending: false,
@@ -217,11 +350,7 @@ impl Tracker {
         if !self.last_set {
             return None;
         }
-        Some(if self.last.long {
-            Err(())
-        } else {
-            Ok(self.last.value.as_slice())
-        })
+        Some(self.last.value().ok_or(()))
     }
 
     /// The last valid `retry` value of the upstream, in milliseconds.
@@ -253,8 +382,110 @@ impl Tracker {
         }
     }
 
-    /// Advances over one data frame.
+    /// Advances over one data frame: [`whole_events`](Self::whole_events), else
+    /// [`feed_lines`](Self::feed_lines) (the body calls the two itself).
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Feed {
+        match self.whole_events(chunk) {
+            Some(events) => Feed {
+                events,
+                boundary: Some(chunk.len()),
+                ..Feed::default()
+            },
+            None => self.feed_lines(chunk),
+        }
+    }
+
+    /// The normal case, a frame of whole events, in one pass: the tracker at an event boundary
+    /// with no line cut and no BOM to look for, a frame that ends with a blank line (`\n\n`) and
+    /// holds no CR. Returns the events it dispatched, the state advanced as
+    /// [`feed`](Self::feed) advances it; `None`, the state untouched, for any other frame.
+    ///
+    /// Such a frame is whole lines, and every `id` line in it is followed by a blank line: the
+    /// client's last event id is the last `id` value without a NUL, copied once at the end. One
+    /// pass ([`next_control`]) finds the line endings, a CR and the NULs; of each line only the
+    /// first bytes are read.
+    #[inline]
+    pub(crate) fn whole_events(&mut self, chunk: &[u8]) -> Option<u32> {
+        if self.open || self.line != Line::Start || self.bom.is_some() {
+            return None;
+        }
+        // The frame without its last two LFs: the first ends its last line, the second is the
+        // blank line that ends the frame.
+        let [lines @ .., b'\n', b'\n'] = chunk else {
+            return None;
+        };
+        let mut events = 0_u32;
+        let mut data = false;
+        // Where the last `id` line's text after the field name is, and the last valid `retry`.
+        let mut id = None;
+        let mut retry = None;
+        let mut start = 0;
+        let mut nul = false;
+        let mut at = 0;
+        loop {
+            let end = match next_control(lines, at) {
+                Some(end) => {
+                    at = end + 1;
+                    match lines.get(end) {
+                        Some(b'\n') => end,
+                        Some(b'\r') => return None,
+                        Some(0) => {
+                            nul = true;
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                }
+                None => lines.len(),
+            };
+            let line = lines.get(start..end).unwrap_or_default();
+            match line.first() {
+                None => events += u32::from(mem::take(&mut data)),
+                Some(b'd') => {
+                    if let [b'd', b'a', b't', b'a', tail @ ..] = line
+                        && matches!(tail.first(), None | Some(b':'))
+                    {
+                        data = true;
+                    }
+                }
+                Some(b'i') => {
+                    if let [b'i', b'd', tail @ ..] = line
+                        && matches!(tail.first(), None | Some(b':'))
+                        && !nul
+                    {
+                        id = Some((start + 2, end));
+                    }
+                }
+                Some(b'r') => {
+                    if let [b'r', b'e', b't', b'r', b'y', tail @ ..] = line
+                        && matches!(tail.first(), None | Some(b':'))
+                    {
+                        retry = retry_value(value_of(tail)).or(retry);
+                    }
+                }
+                Some(_) => {}
+            }
+            if end == lines.len() {
+                break;
+            }
+            start = at;
+            nul = false;
+        }
+        // The blank line that ends the frame.
+        events += u32::from(data);
+        if let Some((from, to)) = id {
+            self.last.set_in(chunk, from, to, self.max_id);
+            self.last_set = true;
+        }
+        if retry.is_some() {
+            self.retry = retry;
+        }
+        Some(events)
+    }
+
+    /// Advances over one data frame, line by line: any frame, at any state.
+    pub(crate) fn feed_lines(&mut self, chunk: &[u8]) -> Feed {
         let mut feed = Feed::default();
         let mut i = 0;
         if let Some(held) = self.bom {
@@ -391,7 +622,7 @@ impl Tracker {
     /// data.
     fn dispatch(&mut self, feed: &mut Feed) {
         if self.pending {
-            mem::swap(&mut self.last, &mut self.buffer);
+            self.last.set(&self.buffer);
             self.pending = false;
             self.last_set = true;
         }
@@ -981,5 +1212,68 @@ mod tests {
             }
             prop_assert_eq!(fast.finish(), naive.finish());
         }
+    }
+
+    /// Whole events of the lines below, each line ended by an LF (or, for some, a CR or CRLF).
+    fn whole_event_frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let line = proptest::sample::select(vec![
+            &b"id: 1"[..], b"id: 22", b"id:333", b"id", b"id:", b"idx: 9", b"id: a\0b", b"id: \x01\t",
+            b"data: {\"seq\":1,\"text\":\"a long enough line to cross a 32-byte block\"}",
+            b"data", b"data:", b"data:x\0y", b"dat: a", b"retry: 250", b"retry: 25x", b"retry",
+            b"retryx: 1", b": comment", b":", b"event: e", b"\t", b"", b"\xEF\xBB\xBF",
+        ]);
+        let ending = prop_oneof![8 => Just(&b"\n"[..]), 1 => Just(&b"\r\n"[..]), 1 => Just(&b"\r"[..])];
+        let event = proptest::collection::vec((line, ending), 0..5).prop_map(|lines| {
+            let mut event = Vec::new();
+            for (line, ending) in lines {
+                event.extend_from_slice(line);
+                event.extend_from_slice(ending);
+            }
+            event.push(b'\n');
+            event
+        });
+        // Frames of one or more whole events.
+        proptest::collection::vec(proptest::collection::vec(event, 1..4), 0..12)
+            .prop_map(|frames| frames.into_iter().map(|events| events.concat()).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Frames of whole events, the case [`Tracker::whole_events`] takes: every `Feed`, last
+        /// id, retry value and boundary flag agree with the naive reference (a frame it does not
+        /// take goes through `feed_lines`, which the reference checks too).
+        #[test]
+        fn whole_event_frames_agree_with_the_naive_reference(
+            frames in whole_event_frames(),
+            max_id in 0_usize..6,
+        ) {
+            let mut fast = Tracker::new(max_id);
+            let mut naive = Naive::new(max_id);
+            for (n, frame) in frames.iter().enumerate() {
+                prop_assert_eq!(fast.feed(frame), naive.feed(frame), "frame {}", n);
+                prop_assert_eq!(fast.at_boundary(), naive.at_boundary(), "frame {}", n);
+                prop_assert_eq!(fast.last_id(), naive.last_id(), "frame {}", n);
+                prop_assert_eq!(fast.retry(), naive.retry, "frame {}", n);
+            }
+        }
+    }
+
+    #[test]
+    fn frames_of_whole_events_take_the_fast_path() {
+        let mut tracker = Tracker::new(64);
+        // The first bytes of a stream may be a BOM: the line-by-line path decides.
+        assert_eq!(tracker.whole_events(b"data: a\n\n"), None);
+        assert_eq!(tracker.feed(b"data: a\n\n").events, 1);
+        assert_eq!(tracker.whole_events(b"id: 7\ndata: b\n\n: c\n\n"), Some(1));
+        assert_eq!(last(&tracker), Some(&b"7"[..]));
+        assert_eq!(tracker.whole_events(b"retry: 40\nid: 8\n\n"), Some(0));
+        assert_eq!((last(&tracker), tracker.retry()), (Some(&b"8"[..]), Some(40)));
+        // Not whole events, a CR, an id with a NUL: the state is left as it was.
+        for frame in [&b"data: c\n"[..], b"data: c\r\n\r\n", b"id: 9\ndata: c\r\n\n"] {
+            assert_eq!(tracker.whole_events(frame), None);
+        }
+        assert_eq!(tracker.whole_events(b"id: 9\0\ndata: c\n\n"), Some(1));
+        assert_eq!(last(&tracker), Some(&b"8"[..]));
     }
 }
