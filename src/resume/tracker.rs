@@ -408,7 +408,8 @@ impl Tracker {
     /// The normal case, a frame of whole events, in one pass: the tracker at an event boundary
     /// with no line cut and no BOM to look for, a frame that ends with a blank line (`\n\n`) and
     /// holds no CR. Returns the events it dispatched, the state advanced as
-    /// [`feed_lines`](Self::feed_lines) advances it; `None`, the state untouched, for any other frame.
+    /// [`feed_lines`](Self::feed_lines) advances it; `None`, the state untouched, for any other
+    /// frame.
     ///
     /// Such a frame is whole lines, and every `id` line in it is followed by a blank line: the
     /// client's last event id is the last `id` value without a NUL, copied once at the end. One
