@@ -451,7 +451,9 @@ where
                         }
                     };
                     match polled {
-                        Some(Ok(frame)) if frame.data_ref().is_some_and(|data| state.whole(data)) => {
+                        Some(Ok(frame))
+                            if frame.data_ref().is_some_and(|data| state.whole(data)) =>
+                        {
                             return Poll::Ready(Some(Ok(frame)));
                         }
                         Some(Ok(frame)) => match frame.into_data() {

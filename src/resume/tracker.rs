@@ -219,7 +219,9 @@ fn short_line_end(line: &[u8]) -> Option<(usize, bool)> {
 /// CR). Written so that the compiler makes it a few vector instructions (no `unsafe`).
 #[inline]
 fn has_control(block: &[u8; BLOCK]) -> bool {
-    block.iter().fold(false, |found, &byte| found | (byte < 0x0E))
+    block
+        .iter()
+        .fold(false, |found, &byte| found | (byte < 0x0E))
 }
 
 /// The bytes [`next_control`] reads at once.
@@ -244,7 +246,9 @@ fn first_control(bytes: &[u8]) -> Option<usize> {
         offset += 8;
     }
     let rest = words.remainder();
-    rest.iter().position(|&byte| byte < 0x0E).map(|n| offset + n)
+    rest.iter()
+        .position(|&byte| byte < 0x0E)
+        .map(|n| offset + n)
 }
 
 /// The first byte below `0x0E` in `bytes` from `at` on: every line ending and NUL is one, and
@@ -1227,12 +1231,32 @@ mod tests {
     /// Whole events of the lines below, each line ended by an LF (or, for some, a CR or CRLF).
     fn whole_event_frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
         let line = proptest::sample::select(vec![
-            &b"id: 1"[..], b"id: 22", b"id:333", b"id", b"id:", b"idx: 9", b"id: a\0b", b"id: \x01\t",
+            &b"id: 1"[..],
+            b"id: 22",
+            b"id:333",
+            b"id",
+            b"id:",
+            b"idx: 9",
+            b"id: a\0b",
+            b"id: \x01\t",
             b"data: {\"seq\":1,\"text\":\"a long enough line to cross a 32-byte block\"}",
-            b"data", b"data:", b"data:x\0y", b"dat: a", b"retry: 250", b"retry: 25x", b"retry",
-            b"retryx: 1", b": comment", b":", b"event: e", b"\t", b"", b"\xEF\xBB\xBF",
+            b"data",
+            b"data:",
+            b"data:x\0y",
+            b"dat: a",
+            b"retry: 250",
+            b"retry: 25x",
+            b"retry",
+            b"retryx: 1",
+            b": comment",
+            b":",
+            b"event: e",
+            b"\t",
+            b"",
+            b"\xEF\xBB\xBF",
         ]);
-        let ending = prop_oneof![8 => Just(&b"\n"[..]), 1 => Just(&b"\r\n"[..]), 1 => Just(&b"\r"[..])];
+        let ending =
+            prop_oneof![8 => Just(&b"\n"[..]), 1 => Just(&b"\r\n"[..]), 1 => Just(&b"\r"[..])];
         let event = proptest::collection::vec((line, ending), 0..5).prop_map(|lines| {
             let mut event = Vec::new();
             for (line, ending) in lines {
@@ -1278,9 +1302,16 @@ mod tests {
         assert_eq!(tracker.whole_events(b"id: 7\ndata: b\n\n: c\n\n"), Some(1));
         assert_eq!(last(&tracker), Some(&b"7"[..]));
         assert_eq!(tracker.whole_events(b"retry: 40\nid: 8\n\n"), Some(0));
-        assert_eq!((last(&tracker), tracker.retry()), (Some(&b"8"[..]), Some(40)));
+        assert_eq!(
+            (last(&tracker), tracker.retry()),
+            (Some(&b"8"[..]), Some(40))
+        );
         // Not whole events, a CR, an id with a NUL: the state is left as it was.
-        for frame in [&b"data: c\n"[..], b"data: c\r\n\r\n", b"id: 9\ndata: c\r\n\n"] {
+        for frame in [
+            &b"data: c\n"[..],
+            b"data: c\r\n\r\n",
+            b"id: 9\ndata: c\r\n\n",
+        ] {
             assert_eq!(tracker.whole_events(frame), None);
         }
         assert_eq!(tracker.whole_events(b"id: 9\0\ndata: c\n\n"), Some(1));
