@@ -256,6 +256,10 @@ fn first_control(bytes: &[u8]) -> Option<usize> {
 /// are tested at once with vector instructions, the last one overlapping bytes already tested.
 #[inline]
 fn next_control(bytes: &[u8], at: usize) -> Option<usize> {
+    // A short line (an `id`, an `event`) ends in its first 16 bytes: two words, no block.
+    if let Some(n) = bytes.get(at..at + 16).and_then(first_control) {
+        return Some(at + n);
+    }
     let rest = bytes.get(at..)?;
     let mut blocks = rest.chunks_exact(BLOCK);
     let mut offset = at;
