@@ -50,7 +50,10 @@
 //! the variant `sse-exact` (`heartbeat_slack(Duration::ZERO)`, only run when named in
 //! `--variant`) compares the layer's default heartbeat slack with none; `--perf-ctl CTL,ACK`
 //! enables and disables a `perf stat --control fifo:CTL,ACK -D -1 -p PID` around each CPU window,
-//! to count syscalls per heartbeat.
+//! to count syscalls per heartbeat. `--slow-client-timeout-ms N` sets `sse+buf`'s stall timeout
+//! (10 s by default): an idle buffered stream's stall timer wakes its pump once every
+//! `floor(timeout / heartbeat) + 1` heartbeats (every heartbeat with the layer's defaults, 15 s
+//! and 10 s; every 11th with a 1 s heartbeat and the 10 s timeout).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -409,7 +412,12 @@ async fn servers(heartbeat: Option<Duration>) -> [Server; N] {
     if let Some(interval) = heartbeat {
         layer = layer.heartbeat(interval);
     }
-    let buffered = layer.clone().slow_client(SlowClient::new());
+    let buffered = layer
+        .clone()
+        .slow_client(match number_arg("--slow-client-timeout-ms") {
+            Some(ms) => SlowClient::new().timeout(Duration::from_millis(ms as u64)),
+            None => SlowClient::new(),
+        });
     let exact = layer.clone().heartbeat_slack(Duration::ZERO);
     [
         Server::start(TowerToHyperService::new(inner)).await,

@@ -182,7 +182,9 @@ fn wrap<B, M: Buffering<B>>(
         body,
         config.slow_client,
         &config.metrics,
-        settings.heartbeat,
+        settings
+            .heartbeat
+            .map(|interval| (interval, config.heartbeat_slack(interval))),
     ) {
         Ok(receiver) => Upstream::queued(receiver),
         Err(body) => Upstream::direct(body),

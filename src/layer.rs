@@ -225,7 +225,9 @@ impl<M> SseLayer<M> {
     /// and the schedule does not slip by the polling delay; one polled later than that (an
     /// overloaded runtime) counts from when it went out, so heartbeats never come in a burst to
     /// catch up. Traffic moves the next heartbeat as before; idle timeout, lifetime and drain
-    /// deadlines are not moved.
+    /// deadlines are not moved. The [slow-client](Self::slow_client) stall timer of a stream with
+    /// heartbeats waits on the same grid: a stalled client is found at most `slack` after its
+    /// [timeout](crate::SlowClient::timeout), never before.
     ///
     /// Default: a tenth of the heartbeat interval, at most 1 s (1 s for the default 15 s, so
     /// heartbeats come 15 to 16 s after the last byte, well within the 30–100 s idle limits of

@@ -167,6 +167,14 @@ impl SlowClient {
     /// How long a client may accept nothing while bytes wait (or a heartbeat is due) before
     /// the stream is ended. Default: 10 s. Zero ends a stream as soon as the client lags.
     ///
+    /// On a stream with heartbeats, the stall is found at most the
+    /// [heartbeat slack](crate::SseLayer::heartbeat_slack) after the timeout (by default a tenth
+    /// of the heartbeat interval, at most 1 s; never before the timeout): the stall timers wait
+    /// on the grid the heartbeats use, so that the streams of a runtime whose timers fall due
+    /// within one slack wake it once. The timeout bounds how long a stalled client holds its
+    /// buffer, which stays bounded by [`max_buffer`](Self::max_buffer) meanwhile; with the
+    /// defaults the stream ends 10 to 11 s after the client stopped.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use tower_sse::SlowClient;
@@ -219,13 +227,14 @@ mod sealed {
 /// How an event stream's inner body is polled: directly ([`Unbuffered`]) or by a pump task
 /// through a bounded buffer ([`Buffered`]). Sealed.
 pub trait Buffering<B>: sealed::Sealed {
-    /// Starts the pump for `body`, or gives the body back to be polled directly.
+    /// Starts the pump for `body`, or gives the body back to be polled directly. `heartbeat`:
+    /// the stream's heartbeat interval and slack.
     #[doc(hidden)]
     fn start(
         body: B,
         slow: Option<SlowClient>,
         metrics: &SseMetrics,
-        heartbeat: Option<Duration>,
+        heartbeat: Option<(Duration, Duration)>,
     ) -> Result<Receiver, B>;
 }
 
@@ -234,7 +243,7 @@ impl<B> Buffering<B> for Unbuffered {
         body: B,
         _: Option<SlowClient>,
         _: &SseMetrics,
-        _: Option<Duration>,
+        _: Option<(Duration, Duration)>,
     ) -> Result<Receiver, B> {
         Err(body)
     }
@@ -250,7 +259,7 @@ where
         body: B,
         slow: Option<SlowClient>,
         metrics: &SseMetrics,
-        heartbeat: Option<Duration>,
+        heartbeat: Option<(Duration, Duration)>,
     ) -> Result<Receiver, B> {
         let Some(slow) = slow else {
             return Err(body);
@@ -426,6 +435,54 @@ mod tests {
         // When the client reads again, the stream ends cleanly.
         assert!(body.collect().await.is_ok());
         assert_eq!(metrics.snapshot().closed_total(), 1);
+    }
+
+    /// The stall timers of streams with heartbeats wait on the heartbeat slack's grid, like the
+    /// heartbeats: two stalls due 30 ms apart within one slack are found at the same grid
+    /// instant (one wake-up of the runtime), never before they are due, at most one slack after.
+    #[tokio::test(start_paused = true)]
+    async fn stalls_are_found_on_the_heartbeat_grid_never_early_at_most_one_slack_late() {
+        let metrics = SseMetrics::new();
+        let timeout = Duration::from_secs(1);
+        let slack = Duration::from_millis(200);
+        let layer = SseLayer::new()
+            .no_retry()
+            .heartbeat(Duration::from_secs(2))
+            .heartbeat_slack(slack)
+            .metrics(metrics.clone())
+            .slow_client(SlowClient::new().timeout(timeout));
+        let start = Instant::now();
+        let (mut first, first_body) = stream(layer.clone()).await;
+        let (mut second, second_body) = stream(layer).await;
+        // The bodies are never polled (no heartbeat goes out): each stall is due a timeout after
+        // its stream's first bytes were queued.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let event = Bytes::from_static(b"data: x\n\n");
+        first.send_data(event.clone()).await.unwrap();
+        let first_due = Instant::now() + timeout;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        second.send_data(event).await.unwrap();
+        let second_due = Instant::now() + timeout;
+        let mut found = Vec::new();
+        while found.len() < 2 {
+            let closed = metrics.snapshot().closed(CloseReason::SlowClient) as usize;
+            found.resize(closed, Instant::now());
+            assert!(start.elapsed() < Duration::from_secs(3), "never found");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            found[0],
+            found[1],
+            "found together: {:?}",
+            found[1] - found[0]
+        );
+        assert!(found[0] >= second_due, "early: {:?}", second_due - found[0]);
+        assert!(
+            found[0] <= first_due + slack,
+            "late: {:?}",
+            found[0] - first_due
+        );
+        drop((first_body, second_body));
     }
 
     #[tokio::test(start_paused = true)]

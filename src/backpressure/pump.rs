@@ -4,6 +4,7 @@ use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Body;
@@ -17,7 +18,12 @@ use crate::timer::SharedTimer;
 
 /// Runs until the upstream ends, the client stalls, or the receiving body is dropped; then drops
 /// the upstream at once.
-pub(crate) async fn pump<B>(body: B, shared: Arc<Shared>, heartbeat: Option<std::time::Duration>)
+///
+/// `heartbeat`: the stream's heartbeat interval and slack. The stall timer then waits on the
+/// slack's grid, the one the stream's heartbeats use: a stall is found at most one slack after
+/// it is due (never before), and the timers of many streams (heartbeats and stalls) that fall
+/// due within one slack wake the runtime once.
+pub(crate) async fn pump<B>(body: B, shared: Arc<Shared>, heartbeat: Option<(Duration, Duration)>)
 where
     B: Body,
     B::Data: 'static,
@@ -48,7 +54,7 @@ fn poll_pump<B>(
     shared: &Shared,
     scanner: &mut Scanner,
     cuts: &mut Vec<usize>,
-    heartbeat: Option<std::time::Duration>,
+    heartbeat: Option<(Duration, Duration)>,
     cx: &mut Context<'_>,
 ) -> Poll<()>
 where
@@ -65,7 +71,7 @@ where
         // Stall: bytes are waiting (or a heartbeat is due) and the client took nothing.
         let now = Instant::now();
         let stall_at = if state.is_empty() {
-            heartbeat.map(|interval| state.last_progress + interval + shared.slow.timeout)
+            heartbeat.map(|(interval, _)| state.last_progress + interval + shared.slow.timeout)
         } else {
             Some(state.last_progress + shared.slow.timeout)
         };
@@ -121,11 +127,15 @@ where
         }
 
         // Waiting for the upstream, or for the client to make room: watch for a stall.
-        // The timer is re-armed lazily: progress only moves `last_progress`.
-        if let Some(at) = stall_at
-            && timer.poll_until(at, cx).is_ready()
-        {
-            continue;
+        // The timer is re-armed lazily: progress only moves `last_progress`. It waits on the
+        // heartbeat slack's grid (never before the stall is due): the timers of a runtime's
+        // streams that fall due within one slack wake it once.
+        if let Some(at) = stall_at {
+            let slack = heartbeat.map_or(Duration::ZERO, |(_, slack)| slack);
+            let at = timer.align(at, slack);
+            if timer.poll_until(at, cx).is_ready() {
+                continue;
+            }
         }
         return Poll::Pending;
     }
