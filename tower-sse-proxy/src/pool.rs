@@ -88,6 +88,8 @@ struct Shared {
     builder: http2::Builder<TokioExecutor>,
     /// `upstream-h2-max-streams`.
     max_streams: usize,
+    /// [`IDLE_TIMEOUT`] (shorter in tests).
+    idle_timeout: Duration,
     hosts: Mutex<HashMap<Key, Host>>,
 }
 
@@ -258,6 +260,7 @@ impl H2Pool {
                 connector,
                 builder,
                 max_streams,
+                idle_timeout: IDLE_TIMEOUT,
                 hosts: Mutex::new(HashMap::new()),
             }),
         }
@@ -426,7 +429,12 @@ impl H2Pool {
             cap: self.shared.max_streams,
         });
         let (settings, known) = oneshot::channel();
-        tokio::spawn(drive(connection, Arc::clone(&slot), settings));
+        tokio::spawn(drive(
+            connection,
+            Arc::clone(&slot),
+            settings,
+            self.shared.idle_timeout,
+        ));
         // Settings known, or not named in time (or the runtime is ending): go on.
         if let Ok(Ok(Err(error))) = tokio::time::timeout(SETTINGS_WAIT, known).await {
             return Err(error);
@@ -451,7 +459,7 @@ where
 
 /// Runs one connection: reads the upstream's stream limit into its slot after every poll (and
 /// tells `settings` once it is known, or the connection's end if that comes first), and closes
-/// it once it carried no stream for a whole [`IDLE_TIMEOUT`].
+/// it once it carried no stream for a whole `idle_timeout` ([`IDLE_TIMEOUT`]).
 ///
 /// hyper reads the connection in a task of its own; what this polls is its dispatch task, which
 /// nothing wakes when the upstream's `SETTINGS` arrive. So until they have, it is polled every
@@ -460,12 +468,13 @@ async fn drive<T>(
     connection: http2::Connection<T, UpBody, TokioExecutor>,
     slot: Arc<Slot>,
     settings: oneshot::Sender<Result<(), ConnectError>>,
+    idle_timeout: Duration,
 ) where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let mut connection = std::pin::pin!(connection);
     let start = tokio::time::Instant::now();
-    let mut idle = tokio::time::interval_at(start + IDLE_TIMEOUT, IDLE_TIMEOUT);
+    let mut idle = tokio::time::interval_at(start + idle_timeout, idle_timeout);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probe = tokio::time::interval_at(start + SETTINGS_PROBE, SETTINGS_PROBE);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -523,6 +532,62 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
 
     use super::*;
+
+    /// An h2c server on loopback answering `hi` to every request; counts its open connections.
+    async fn h2c_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&open);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"hi"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                    count.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, open)
+    }
+
+    async fn get(pool: &H2Pool, addr: std::net::SocketAddr) {
+        let request = Request::get(format!("http://{addr}/"))
+            .version(http::Version::HTTP_2)
+            .body(UpBody::default())
+            .unwrap();
+        let (response, guard) = tokio::time::timeout(Duration::from_secs(5), pool.send(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        drop((response, guard));
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_streams_for_a_whole_idle_timeout_is_closed() {
+        let (addr, open) = h2c_server().await;
+        let mut pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100);
+        Arc::get_mut(&mut pool.shared).unwrap().idle_timeout = Duration::from_millis(500);
+        get(&pool, addr).await;
+        get(&pool, addr).await;
+        assert_eq!(open.load(Ordering::SeqCst), 1);
+        let closed = tower_sse_test_support::eventually(Duration::from_secs(5), || {
+            open.load(Ordering::SeqCst) == 0
+        });
+        assert!(closed.await, "the idle connection stayed open");
+        // The next request opens a new one.
+        get(&pool, addr).await;
+        assert_eq!(open.load(Ordering::SeqCst), 1);
+    }
 
     fn slot(cap: usize) -> Arc<Slot> {
         Arc::new(Slot {
