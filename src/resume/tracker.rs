@@ -564,7 +564,17 @@ impl Tracker {
                 [b' ', value @ ..] => (4, value.len()),
                 _ => (3, value.len()),
             };
-            self.last.set_at(chunk, start, len, self.max_id);
+            // The usual id: the block of `INLINE` bytes from its start is in the frame.
+            match chunk.get(start..start + INLINE) {
+                Some(block) if len <= INLINE => {
+                    if let Ok(block) = <&[u8; INLINE]>::try_from(block) {
+                        self.last.inline = *block;
+                    }
+                    self.last.len = len;
+                    self.last.long = len > self.max_id;
+                }
+                _ => self.last.set_at(chunk, start, len, self.max_id),
+            }
             self.last_set = true;
         }
         Some(1)
