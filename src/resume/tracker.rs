@@ -15,7 +15,8 @@
 //!   pass that tests 32 bytes at a time for a byte below `0x0E` (a few vector instructions that
 //!   the compiler makes of plain Rust) and looks closer only at a block that has one; of each line
 //!   it reads the first bytes; the last `id` value is copied once per frame, into a block of fixed
-//!   size. It either takes the whole frame or leaves the state untouched.
+//!   size. The commonest frame, one `data` line after an `id` or `event` line or alone, costs one
+//!   block test of the `data` line. It either takes the whole frame or leaves the state untouched.
 //! - [`Tracker::feed_lines`], for any frame: from each line start it reads the first bytes, finds
 //!   the line's end with `memchr` (a short loop for `id` lines), and parses only `id` and `retry`
 //!   values; `data` lines and comments are skipped in one search each. Only a line cut by a frame
