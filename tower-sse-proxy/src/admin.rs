@@ -17,7 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -37,6 +37,8 @@ struct Inner {
     requests: Family<Labels, Counter>,
     upstream_errors: Family<Labels, Counter>,
     stream_durations: Family<Labels, Histogram, fn() -> Histogram>,
+    upstream_h2_connections: Family<Labels, Gauge>,
+    upstream_h2_opened: Family<Labels, Counter>,
     streams: Arc<Mutex<BTreeMap<String, SseMetrics>>>,
     resume: Arc<Mutex<BTreeMap<String, ResumeMetrics>>>,
     registry: Registry,
@@ -83,6 +85,18 @@ impl Stats {
              client's stream), by route",
             stream_durations.clone(),
         );
+        let upstream_h2_connections = Family::<Labels, Gauge>::default();
+        let upstream_h2_opened = Family::<Labels, Counter>::default();
+        registry.register(
+            "tower_sse_proxy_upstream_h2_connections",
+            "HTTP/2 connections open to each upstream (--upstream-http2), by upstream host:port",
+            upstream_h2_connections.clone(),
+        );
+        registry.register(
+            "tower_sse_proxy_upstream_h2_connections_opened",
+            "HTTP/2 connections opened to each upstream, by upstream host:port",
+            upstream_h2_opened.clone(),
+        );
         registry.register_collector(Box::new(StreamCollector(Arc::clone(&streams))));
         let resume = Arc::new(Mutex::new(BTreeMap::new()));
         registry.register_collector(Box::new(ResumeCollector(Arc::clone(&resume))));
@@ -90,6 +104,8 @@ impl Stats {
             requests,
             upstream_errors,
             stream_durations,
+            upstream_h2_connections,
+            upstream_h2_opened,
             streams,
             resume,
             registry,
@@ -143,6 +159,20 @@ impl Stats {
             .observe(duration.as_secs_f64());
     }
 
+    /// Counts an HTTP/2 connection opened to `upstream` (its `host:port`): open until the
+    /// returned handle is dropped.
+    pub(crate) fn h2_connection_opened(&self, upstream: &str) -> OpenConnection {
+        let labels = vec![("upstream", upstream.to_owned())];
+        self.0.upstream_h2_opened.get_or_create(&labels).inc();
+        let open = self
+            .0
+            .upstream_h2_connections
+            .get_or_create(&labels)
+            .clone();
+        open.inc();
+        OpenConnection(open)
+    }
+
     /// Event streams open now, over all routes.
     pub(crate) fn open_streams(&self) -> u64 {
         let streams = self
@@ -160,6 +190,17 @@ impl Stats {
             out.clear();
         }
         out
+    }
+}
+
+/// One HTTP/2 connection to an upstream, counted open until dropped (see
+/// [`Stats::h2_connection_opened`]).
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -17,7 +17,9 @@
 //!   `Arc` clone ([`StreamGuard`]), no allocation per stream.
 //! - A closed connection (the upstream restarted, sent GOAWAY, or the connection failed) is
 //!   dropped from the pool at the next request, and never chosen again. A request whose
-//!   connection closed before it was sent goes to another connection.
+//!   connection closed before it was sent goes to another connection; so does a `GET` or `HEAD`
+//!   without a body that the upstream did not process (its GOAWAY came first, or it refused the
+//!   stream), rebuilt from a copy of its head kept until the response head arrives.
 //! - A connection that carried no stream for a whole [`IDLE_TIMEOUT`] is closed (after 90 to
 //!   180 s idle, like hyper-util's pool).
 //! - A new connection is handed to its requests once the upstream's `SETTINGS` have come (one
@@ -43,6 +45,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{oneshot, watch};
 use tower::Service as _;
 
+use crate::admin::{OpenConnection, Stats};
 use crate::upstream::UpBody;
 
 /// The most streams the proxy opens on one HTTP/2 connection when the route does not say: below
@@ -90,6 +93,8 @@ struct Shared {
     max_streams: usize,
     /// [`IDLE_TIMEOUT`] (shorter in tests).
     idle_timeout: Duration,
+    /// Where connections are counted (`/metrics`).
+    stats: Stats,
     hosts: Mutex<HashMap<Key, Host>>,
 }
 
@@ -245,9 +250,9 @@ pub(crate) type H2Future = std::pin::Pin<
 >;
 
 impl H2Pool {
-    /// Creates a new pool that reaches upstreams through `connector` and counts at most
-    /// `max_streams` streams per connection.
-    pub(crate) fn new(connector: Connector, max_streams: u32) -> Self {
+    /// Creates a new pool that reaches upstreams through `connector`, counts at most
+    /// `max_streams` streams per connection, and its connections in `stats`.
+    pub(crate) fn new(connector: Connector, max_streams: u32, stats: Stats) -> Self {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let max_streams = usize::try_from(max_streams).unwrap_or(usize::MAX).max(1);
         // No limit of h2's own before the upstream's SETTINGS (hyper's default is 100): the
@@ -261,6 +266,7 @@ impl H2Pool {
                 builder,
                 max_streams,
                 idle_timeout: IDLE_TIMEOUT,
+                stats,
                 hosts: Mutex::new(HashMap::new()),
             }),
         }
@@ -280,6 +286,17 @@ impl H2Pool {
                     )));
                 }
             };
+            // A GET or HEAD without a body can be sent again if the upstream did not process it.
+            let replay = (matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+                && http_body::Body::is_end_stream(request.body()))
+            .then(|| {
+                (
+                    request.method().clone(),
+                    request.uri().clone(),
+                    request.version(),
+                    request.headers().clone(),
+                )
+            });
             let mut rounds = 0;
             loop {
                 if rounds > 2 * MAX_ROUNDS {
@@ -305,11 +322,22 @@ impl H2Pool {
                 };
                 match send.try_send_request(request).await {
                     Ok(response) => return Ok((response, guard)),
-                    Err(mut error) => match error.take_message() {
+                    Err(mut error) => match (error.take_message(), &replay) {
                         // Not sent: the connection closed meanwhile; another one takes it.
-                        Some(back) if rounds < MAX_ROUNDS => {
+                        (Some(back), _) if rounds < MAX_ROUNDS => {
                             rounds += 1;
                             request = back;
+                        }
+                        (_, Some((method, uri, version, headers)))
+                            if rounds < MAX_ROUNDS && not_processed(error.error()) =>
+                        {
+                            rounds += 1;
+                            let mut again = Request::new(UpBody::default());
+                            *again.method_mut() = method.clone();
+                            *again.uri_mut() = uri.clone();
+                            *again.version_mut() = *version;
+                            *again.headers_mut() = headers.clone();
+                            request = again;
                         }
                         _ => return Err(H2Error::Request(error.into_error())),
                     },
@@ -374,7 +402,7 @@ impl H2Pool {
         id: u64,
         tx: watch::Sender<Option<Result<(), ConnectError>>>,
     ) {
-        let opened = self.connect(uri).await;
+        let opened = self.connect(uri, key.1.as_str()).await;
         if let Err(error) = &opened {
             tracing::debug!(
                 upstream = %key.1,
@@ -399,20 +427,20 @@ impl H2Pool {
     }
 
     /// Connects (TCP, TLS), hands the connection to hyper and spawns its task.
-    async fn connect(&self, uri: Uri) -> Result<Conn, ConnectError> {
+    async fn connect(&self, uri: Uri, upstream: &str) -> Result<Conn, ConnectError> {
         match &self.shared.connector {
             Connector::Plain(http) => {
                 let io = connect_within(http.clone().call(uri)).await?;
-                self.handshake(io).await
+                self.handshake(io, upstream).await
             }
             Connector::Tls(https) => {
                 let io = connect_within(https.clone().call(uri)).await?;
-                self.handshake(io).await
+                self.handshake(io, upstream).await
             }
         }
     }
 
-    async fn handshake<T>(&self, io: T) -> Result<Conn, ConnectError>
+    async fn handshake<T>(&self, io: T, upstream: &str) -> Result<Conn, ConnectError>
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -429,11 +457,13 @@ impl H2Pool {
             cap: self.shared.max_streams,
         });
         let (settings, known) = oneshot::channel();
+        let open = self.shared.stats.h2_connection_opened(upstream);
         tokio::spawn(drive(
             connection,
             Arc::clone(&slot),
             settings,
             self.shared.idle_timeout,
+            open,
         ));
         // Settings known, or not named in time (or the runtime is ending): go on.
         if let Ok(Ok(Err(error))) = tokio::time::timeout(SETTINGS_WAIT, known).await {
@@ -441,6 +471,21 @@ impl H2Pool {
         }
         Ok(Conn { send, slot })
     }
+}
+
+/// Whether the upstream did not process the request that failed with `error`: its GOAWAY came
+/// before the stream (h2 did not send it, or the stream was past the GOAWAY's last stream), or
+/// it refused the stream (RFC 9113, section 8.7).
+fn not_processed(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.is_remote())
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A connector's call, bounded by [`CONNECT_TIMEOUT`].
@@ -469,6 +514,7 @@ async fn drive<T>(
     slot: Arc<Slot>,
     settings: oneshot::Sender<Result<(), ConnectError>>,
     idle_timeout: Duration,
+    _open: OpenConnection,
 ) where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -575,7 +621,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_streams_for_a_whole_idle_timeout_is_closed() {
         let (addr, open) = h2c_server().await;
-        let mut pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100);
+        let stats = Stats::new();
+        let mut pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100, stats.clone());
         Arc::get_mut(&mut pool.shared).unwrap().idle_timeout = Duration::from_millis(500);
         get(&pool, addr).await;
         get(&pool, addr).await;
@@ -584,9 +631,17 @@ mod tests {
             open.load(Ordering::SeqCst) == 0
         });
         assert!(closed.await, "the idle connection stayed open");
+        let metrics = stats.encode();
+        let gauge = format!("tower_sse_proxy_upstream_h2_connections{{upstream=\"{addr}\"}} 0");
+        assert!(metrics.contains(&gauge), "{metrics}");
         // The next request opens a new one.
         get(&pool, addr).await;
         assert_eq!(open.load(Ordering::SeqCst), 1);
+        let metrics = stats.encode();
+        let opened = format!(
+            "tower_sse_proxy_upstream_h2_connections_opened_total{{upstream=\"{addr}\"}} 2"
+        );
+        assert!(metrics.contains(&opened), "{metrics}");
     }
 
     fn slot(cap: usize) -> Arc<Slot> {

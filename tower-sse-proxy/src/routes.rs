@@ -155,7 +155,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> Result<Table<RouteServi
         let client = match clients.get(&key) {
             Some(client) => client.clone(),
             None => {
-                let client = upstream::client_for(upstream, h2_max_streams)
+                let client = upstream::client_for(upstream, h2_max_streams, &shared.stats)
                     .map_err(|error| format!("route {}: {error}", route.name))?;
                 clients.insert(key, client.clone());
                 client

@@ -370,12 +370,17 @@ impl std::error::Error for UpstreamError {
 }
 
 /// Builds the client of an upstream: plain or TLS (with the built-in roots and its CA file),
-/// HTTP/2 (at most `h2_max_streams` streams per connection) or not.
+/// HTTP/2 (at most `h2_max_streams` streams per connection, connections counted in `stats`)
+/// or not.
 ///
 /// # Errors
 ///
 /// The CA file cannot be read or holds no certificate.
-pub(crate) fn client_for(upstream: &Upstream, h2_max_streams: u32) -> Result<HttpClient, String> {
+pub(crate) fn client_for(
+    upstream: &Upstream,
+    h2_max_streams: u32,
+    stats: &Stats,
+) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -394,7 +399,11 @@ pub(crate) fn client_for(upstream: &Upstream, h2_max_streams: u32) -> Result<Htt
         } else {
             Connector::Plain(http)
         };
-        return Ok(HttpClient::Http2(H2Pool::new(connector, h2_max_streams)));
+        return Ok(HttpClient::Http2(H2Pool::new(
+            connector,
+            h2_max_streams,
+            stats.clone(),
+        )));
     }
     let mut client = Client::builder(TokioExecutor::new());
     client

@@ -220,9 +220,16 @@ async fn streams_past_the_upstreams_limit_get_another_connection() {
     let upstream = H2Upstream::start(2, None).await;
     let mut proxy = Running::proxy(
         upstream.addr,
-        &["--upstream-http2", "--upstream-h2-max-streams", "2"],
+        &[
+            "--upstream-http2",
+            "--upstream-h2-max-streams",
+            "2",
+            "--admin",
+            "127.0.0.1:0",
+        ],
     );
     let addr = proxy.addr().await;
+    let admin = proxy.addr().await;
     let paths: Vec<String> = (0..5).map(|i| format!("/events/{i}")).collect();
     let streams = open_all(&proxy, addr, &paths).await;
     // Five open streams, at most two per connection: at least three connections.
@@ -231,6 +238,23 @@ async fn streams_past_the_upstreams_limit_get_another_connection() {
     for n in 1..=upstream.connections() {
         let on = per_connection.iter().filter(|&&c| c == n).count();
         assert!(on <= 2, "connection {n} carries {on}: {per_connection:?}");
+    }
+    // /metrics counts them.
+    let raw = support::raw_exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        None,
+        WAIT,
+    )
+    .await;
+    let metrics = String::from_utf8_lossy(&raw);
+    let label = format!("{{upstream=\"{}\"}}", upstream.addr);
+    for name in [
+        "tower_sse_proxy_upstream_h2_connections",
+        "tower_sse_proxy_upstream_h2_connections_opened_total",
+    ] {
+        let line = format!("{name}{label} {}\n", upstream.connections());
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
 
     // Streams that end free their places: the next one takes one, on an open connection.
