@@ -120,6 +120,22 @@ struct Style {
 }
 
 fn style() -> impl Strategy<Value = Style> {
+    prop_oneof![any_style(), plain_style()]
+}
+
+/// The commonest event: an `id`, maybe an `event` line, one `data` line, LF endings.
+fn plain_style() -> impl Strategy<Value = Style> {
+    any::<bool>().prop_map(|event_type| Style {
+        ending: "\n",
+        comment: false,
+        retry: None,
+        event_type,
+        id_last: false,
+        lines: 1,
+    })
+}
+
+fn any_style() -> impl Strategy<Value = Style> {
     (
         prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
         any::<bool>(),
@@ -204,10 +220,29 @@ fn death() -> impl Strategy<Value = Death> {
         })
 }
 
+/// The frames of `bytes`: cut at `cuts` (wrapped to its length), or, when `whole`, after each
+/// `\n\n`, one event per frame where the events end with LF (the layer's one-pass path).
+fn frames(bytes: &[u8], cuts: &[usize], whole: bool) -> Vec<Chunk> {
+    let whole_cuts: Vec<usize>;
+    let cuts = if whole {
+        whole_cuts = (2..bytes.len())
+            .filter(|&at| bytes.get(at - 2..at) == Some(&b"\n\n"[..]))
+            .collect();
+        &whole_cuts
+    } else {
+        cuts
+    };
+    tower_sse_test_support::split_wrapping(bytes, cuts)
+        .iter()
+        .map(|c| data(c))
+        .collect()
+}
+
 fn check_splice(
     styles: &[Style],
     deaths: &[Death],
     last_cuts: &[usize],
+    whole: bool,
 ) -> Result<(), TestCaseError> {
     let expected = sse_parser::parse(&stream_after(styles, None, false));
     let script = Arc::new(Mutex::new((deaths.to_vec(), 0_usize)));
@@ -223,11 +258,7 @@ fn check_splice(
             *served += 1;
             let Some(death) = deaths.get_mut(call).cloned() else {
                 let bytes = stream_after(&styles, after, false);
-                let chunks = tower_sse_test_support::split_wrapping(&bytes, last_cuts)
-                    .iter()
-                    .map(|c| data(c))
-                    .collect();
-                return Ok::<_, Infallible>(scripted(chunks));
+                return Ok::<_, Infallible>(scripted(frames(&bytes, &last_cuts, whole)));
             };
             // A 503 to the first request would reach the client: only requests sent again get one.
             if death.unavailable && call > 0 {
@@ -239,11 +270,7 @@ fn check_splice(
             }
             let bytes = stream_after(&styles, after, death.bom);
             let at = death.at % (bytes.len() + 1);
-            let mut chunks: Vec<Chunk> =
-                tower_sse_test_support::split_wrapping(&bytes[..at], &death.cuts)
-                    .iter()
-                    .map(|c| data(c))
-                    .collect();
+            let mut chunks = frames(&bytes[..at], &death.cuts, whole);
             chunks.push(reset());
             Ok(scripted(chunks))
         }
@@ -274,8 +301,9 @@ proptest! {
         styles in proptest::collection::vec(style(), 1..8),
         deaths in proptest::collection::vec(death(), 0..5),
         last_cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        whole in any::<bool>(),
     ) {
-        check_splice(&styles, &deaths, &last_cuts)?;
+        check_splice(&styles, &deaths, &last_cuts, whole)?;
     }
 }
 
