@@ -306,7 +306,11 @@ fn any_control(bytes: &[u8]) -> bool {
     if blocks.remainder().is_empty() {
         return false;
     }
-    match bytes.len().checked_sub(BLOCK).and_then(|last| bytes.get(last..)) {
+    match bytes
+        .len()
+        .checked_sub(BLOCK)
+        .and_then(|last| bytes.get(last..))
+    {
         Some(last) => last.try_into().is_ok_and(has_control),
         None => first_control(bytes).is_some(),
     }
@@ -548,7 +552,9 @@ impl Tracker {
         let (first, rest) = match lines {
             [b'd', b'a', b't', b'a', b':', ..] => (None, lines),
             [b'i', b'd', b':', ..] | [b'e', b'v', b'e', b'n', b't', b':', ..] => {
-                let end = lines.get(..lines.len().min(2 * 16)).and_then(first_control)?;
+                let end = lines
+                    .get(..lines.len().min(2 * 16))
+                    .and_then(first_control)?;
                 match lines.split_at_checked(end)? {
                     (first, [b'\n', rest @ ..]) => (Some(first), rest),
                     _ => return None,
@@ -1406,9 +1412,15 @@ mod tests {
         assert_eq!(last(&tracker), Some(&b"10"[..]));
         let long = b"id: 0123456789abcdef0123456789abcdef0123\ndata: g\n\n";
         assert_eq!(tracker.whole_events(long), Some(1));
-        assert_eq!(last(&tracker), Some(&b"0123456789abcdef0123456789abcdef0123"[..]));
+        assert_eq!(
+            last(&tracker),
+            Some(&b"0123456789abcdef0123456789abcdef0123"[..])
+        );
         assert_eq!(tracker.whole_events(b"id: 11\ndata: h\rdata: i\n\n"), None);
-        assert_eq!(tracker.whole_events(b"id: 11\ndata: h\0\ndata\n\n"), Some(1));
+        assert_eq!(
+            tracker.whole_events(b"id: 11\ndata: h\0\ndata\n\n"),
+            Some(1)
+        );
         assert_eq!(last(&tracker), Some(&b"11"[..]));
     }
 }
