@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 runs=${1:-10000000}
 shift || true
-[ $# -gt 0 ] && targets=("$@") || targets=(scanner body headers)
+[ $# -gt 0 ] && targets=("$@") || targets=(scanner body headers resume)
 cargo fuzz build -O -s none
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"

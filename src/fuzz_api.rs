@@ -1,4 +1,5 @@
-//! The crate's internals, as thin wrappers, for the fuzz targets in `fuzz/` and the scanner bench.
+//! The crate's internals, as thin wrappers, for the fuzz targets in `fuzz/` and the scanner bench:
+//! the framing scanner, header fixing and the resume layer's tracker.
 //!
 //! Hidden and not part of the API: compiled only with `--cfg fuzzing` (which `cargo fuzz` sets
 //! for every crate it builds) or the unstable feature `__internals`. It uses nothing outside
@@ -104,4 +105,67 @@ pub fn bom_prefix(n: u8) -> &'static [u8] {
 /// Fixes an event stream's response headers for `version`, as the layer does.
 pub fn fix_event_stream_headers(headers: &mut HeaderMap, version: Version) {
     crate::headers::fix_event_stream_headers(headers, version);
+}
+
+/// What the resume layer's tracker says of one data frame (the tracker's own `Feed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerFeed {
+    /// Bytes of a removed leading BOM held from earlier frames that turned out not to be one.
+    pub release: u8,
+    /// Bytes at the start of this frame that belong to a removed BOM.
+    pub skip: usize,
+    /// Events this frame dispatched.
+    pub events: u32,
+    /// The offset just after the last event boundary inside this frame, if any.
+    pub boundary: Option<usize>,
+}
+
+/// The resume layer's tracker: event boundaries, the client's last event id and the upstream's
+/// `retry:` value, with its two paths exposed so that a check can compare them.
+#[derive(Debug, Clone)]
+pub struct ResumeTracker(crate::resume::tracker::Tracker);
+
+impl ResumeTracker {
+    /// A tracker at the start of a stream; ids longer than `max_id` bytes are not kept.
+    #[must_use]
+    pub fn new(max_id: usize) -> Self {
+        Self(crate::resume::tracker::Tracker::new(max_id))
+    }
+
+    /// The one-pass path: `Some(events)` when it takes the frame (a frame of whole events),
+    /// `None`, the state untouched, otherwise.
+    #[inline]
+    pub fn whole_events(&mut self, chunk: &[u8]) -> Option<u32> {
+        self.0.whole_events(chunk)
+    }
+
+    /// The line-by-line path, which takes any frame.
+    #[inline]
+    pub fn feed_lines(&mut self, chunk: &[u8]) -> TrackerFeed {
+        let feed = self.0.feed_lines(chunk);
+        TrackerFeed {
+            release: feed.release,
+            skip: feed.skip,
+            events: feed.events,
+            boundary: feed.boundary,
+        }
+    }
+
+    /// The client's last event id: `None` before any, `Some(Err(()))` when it was too long.
+    #[must_use]
+    pub fn last_id(&self) -> Option<Result<&[u8], ()>> {
+        self.0.last_id()
+    }
+
+    /// The upstream's last valid `retry:` value, in milliseconds.
+    #[must_use]
+    pub fn retry(&self) -> Option<u64> {
+        self.0.retry()
+    }
+
+    /// Whether everything fed so far ends at an event boundary.
+    #[must_use]
+    pub fn at_boundary(&self) -> bool {
+        self.0.at_boundary()
+    }
 }

@@ -8,6 +8,9 @@
 //!   wherever the scanner allows; the `retry:` hint goes first when the seed's flag says the
 //!   layer writes first. (The target goes through the layer only when the seed's flag bit 1 is
 //!   set.)
+//! - `resume`: the resume tracker's two paths against each other and the reference parser
+//!   (`check_resume_tracker`, over `tower_sse::fuzz_api`); the `scanner` seeds, of the same
+//!   format, are replayed through it too.
 //! - `body`: the script is played as the fuzz target plays it.
 //! - `headers`: the internal header fixing and the public layer's headers, as the target does.
 //!
@@ -63,6 +66,11 @@ fn scanner_layer(bytes: &[u8]) {
     checks::check_scanner_layer(&ScannerInput::decode(bytes));
 }
 
+fn resume(bytes: &[u8]) {
+    let input = ScannerInput::decode(bytes);
+    checks::check_resume_tracker(&input.data, &input.cuts);
+}
+
 fn body(bytes: &[u8]) {
     checks::check_body(&BodyInput::decode(bytes));
 }
@@ -81,6 +89,16 @@ fn scanner_seeds_inject_only_at_line_starts_and_keep_their_events() {
 #[test]
 fn scanner_seeds_keep_their_events_with_a_heartbeat_after_every_frame() {
     replay("seeds/scanner", scanner_layer);
+}
+
+#[test]
+fn resume_seeds_agree_in_both_tracker_paths_and_with_the_reference() {
+    replay("seeds/resume", resume);
+}
+
+#[test]
+fn scanner_seeds_agree_in_both_tracker_paths_and_with_the_reference() {
+    replay("seeds/scanner", resume);
 }
 
 #[test]

@@ -258,7 +258,7 @@ fn check_splice(
             *served += 1;
             let Some(death) = deaths.get_mut(call).cloned() else {
                 let bytes = stream_after(&styles, after, false);
-                return Ok::<_, Infallible>(scripted(frames(&bytes, &last_cuts, whole)));
+                return Ok::<_, Infallible>(scripted(frames(&bytes, last_cuts, whole)));
             };
             // A 503 to the first request would reach the client: only requests sent again get one.
             if death.unavailable && call > 0 {

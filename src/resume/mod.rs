@@ -138,7 +138,7 @@ mod layer;
 mod metrics;
 mod replay;
 mod service;
-mod tracker;
+pub(crate) mod tracker;
 
 pub use body::ResumeBody;
 pub use future::ResponseFuture;

@@ -21,7 +21,9 @@ use http_body_util::channel::{Channel, Sender};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_sse::fuzz_api::{LineEnd, Scanner, bom_prefix, fix_event_stream_headers};
+use tower_sse::fuzz_api::{
+    LineEnd, ResumeTracker, Scanner, TrackerFeed, bom_prefix, fix_event_stream_headers,
+};
 use tower_sse::{CloseReason, SlowClient, SlowClientPolicy, SseLayer, SseMetrics, SseShutdown};
 
 use crate::header_rules;
@@ -784,6 +786,54 @@ pub fn check_scanner(data: &[u8], cuts: &[usize], inject_first: bool) {
         expected.events.len() as u64,
         "the scanner counted another number of events"
     );
+}
+
+/// The resume layer's tracker over `data` split at `cuts` (through `tower_sse::fuzz_api`).
+///
+/// Asserts that, for every frame:
+/// - when the one-pass path takes the frame, the line-by-line path, from the same state, gives
+///   the same events, ends at an event boundary at the frame's end, skips and releases nothing,
+///   and leaves the same last event id, `retry:` value and boundary flag;
+/// - where the tracker says the client is at an event boundary, a `data: z` event written next
+///   would be dispatched by the reference parser, carrying the tracker's last event id.
+pub fn check_resume_tracker(data: &[u8], cuts: &[usize]) {
+    // Ids of any length are kept, so that every last id can be compared.
+    let mut tracker = ResumeTracker::new(usize::MAX);
+    let mut seen = 0;
+    for (n, frame) in split(data, cuts).into_iter().enumerate() {
+        let mut one_pass = tracker.clone();
+        let taken = one_pass.whole_events(frame);
+        let feed = tracker.feed_lines(frame);
+        if let Some(events) = taken {
+            let expected = TrackerFeed {
+                events,
+                boundary: Some(frame.len()),
+                ..TrackerFeed::default()
+            };
+            assert_eq!(feed, expected, "frame {n}: the two paths disagree");
+            assert_eq!(one_pass.last_id(), tracker.last_id(), "frame {n}: last id");
+            assert_eq!(one_pass.retry(), tracker.retry(), "frame {n}: retry");
+            assert_eq!(one_pass.at_boundary(), tracker.at_boundary(), "frame {n}");
+        }
+        seen += frame.len();
+        if tracker.at_boundary() {
+            let prefix = &data[..seen];
+            let mut more = prefix.to_vec();
+            more.extend_from_slice(b"data: z\n\n");
+            let (before, after) = (parse(prefix), parse(&more));
+            assert_eq!(
+                after.events.len(),
+                before.events.len() + 1,
+                "frame {n}: not at an event boundary"
+            );
+            let id = after.events.last().map(|event| event.last_event_id.clone());
+            let tracked = match tracker.last_id() {
+                Some(Ok(id)) => String::from_utf8_lossy(id).into_owned(),
+                _ => String::new(),
+            };
+            assert_eq!(id.unwrap_or_default(), tracked, "frame {n}: last event id");
+        }
+    }
 }
 
 /// Builds a header map from the valid pairs of `pairs`, fixes it as an event stream's headers

@@ -10,6 +10,7 @@
 //! - `scanner`: one flags byte (bit 0: the layer writes first, so a leading BOM is removed;
 //!   bit 1: also replay the input through the public layer), then the stream, where each `0xFF`
 //!   byte marks a frame boundary (`0xFF` never occurs in UTF-8, so no stream loses anything).
+//! - `resume`: the `scanner` format (its flags byte is ignored).
 //! - `body`: seven option bytes (see [`Options::decode`]), then a script: stream bytes form data
 //!   frames, and `0xFF` followed by an opcode ends the current frame and does something (see
 //!   [`Step`]).
