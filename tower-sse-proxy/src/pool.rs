@@ -23,8 +23,11 @@
 //! - A connection that carried no stream for a whole [`IDLE_TIMEOUT`] is closed (after 90 to
 //!   180 s idle, like hyper-util's pool).
 //! - A new connection is handed to its requests once the upstream's `SETTINGS` have come (one
-//!   round trip), so that its limit is known; and the next connections to that upstream are
-//!   opened for at most that many waiting requests each. An upstream whose `SETTINGS` do not
+//!   round trip), so that its limit is known: their streams are counted on it before it joins
+//!   the pool, so that no request arriving meanwhile takes them (up to its limit; the requests
+//!   past it, if the limit came lower than expected, wait for another connection). The next
+//!   connections to that upstream are opened for at most that many waiting requests each. No
+//!   stream is ever counted past a connection's limit. An upstream whose `SETTINGS` do not
 //!   name a limit (none of hyper, Go, nginx) gets the requests after [`SETTINGS_WAIT`], counted
 //!   against `upstream-h2-max-streams` alone.
 
@@ -42,7 +45,7 @@ use hyper::client::conn::http2;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tower::Service as _;
 
 use crate::admin::{OpenConnection, Stats};
@@ -64,8 +67,8 @@ pub(crate) const SETTINGS_WAIT: Duration = Duration::from_secs(1);
 const SETTINGS_PROBE: Duration = Duration::from_millis(2);
 /// The stream limit a connection reports until the upstream's `SETTINGS` name one.
 const NOT_YET: usize = usize::MAX;
-/// How many times one request waits for a new connection and finds the new connection's
-/// streams taken by others (a burst) before it goes over the limit on the newest connection.
+/// How many times one request is sent again, or waits again for a new connection, before it
+/// fails.
 const MAX_ROUNDS: u32 = 4;
 /// A connection's count once it is retired: above any limit, so that no stream is counted on it
 /// again.
@@ -128,12 +131,22 @@ struct Conn {
     slot: Arc<Slot>,
 }
 
-/// A connection being opened, and how many requests wait for it.
+/// A connection being opened, and the requests that wait for it.
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    waiters: usize,
-    done: watch::Receiver<Option<Result<(), ConnectError>>>,
+    waiters: Vec<oneshot::Sender<Handed>>,
+}
+
+/// What a request waiting for a new connection gets when it opens.
+#[derive(Debug)]
+enum Handed {
+    /// The connection, with the request's stream counted on it.
+    Ready(http2::SendRequest<UpBody>, StreamGuard),
+    /// The connection took fewer streams than were waiting for it: wait for another.
+    Again,
+    /// The connection could not be opened.
+    Failed(ConnectError),
 }
 
 /// The counts of one connection.
@@ -156,10 +169,9 @@ impl Slot {
         self.cap.min(self.peer_limit.load(Ordering::Relaxed).max(1))
     }
 
-    /// Counts a stream if the connection is below its limit (`force`: in any case, unless it is
-    /// retired).
-    fn try_count(self: &Arc<Self>, force: bool) -> Option<StreamGuard> {
-        let limit = if force { RETIRED } else { self.limit() };
+    /// Counts a stream if the connection is below its limit.
+    fn try_count(self: &Arc<Self>) -> Option<StreamGuard> {
+        let limit = self.limit();
         let mut now = self.streams.load(Ordering::Relaxed);
         loop {
             if now >= limit {
@@ -239,7 +251,7 @@ pub(crate) enum H2Error {
 /// What a request gets from the pool: a connection and its count, or a connection to wait for.
 enum Checkout {
     Ready(http2::SendRequest<UpBody>, StreamGuard),
-    Wait(watch::Receiver<Option<Result<(), ConnectError>>>),
+    Wait(oneshot::Receiver<Handed>),
 }
 
 /// The future of [`H2Pool::send`]: boxed, since hyper's `send_request` returns a future that
@@ -304,21 +316,21 @@ impl H2Pool {
                         "the upstream closed every HTTP/2 connection as it opened",
                     )));
                 }
-                let (mut send, guard) = match pool.checkout(&key, request.uri(), rounds) {
+                let (mut send, guard) = match pool.checkout(&key, request.uri()) {
                     Checkout::Ready(send, guard) => (send, guard),
-                    Checkout::Wait(mut done) => {
-                        rounds += 1;
-                        let outcome = done.wait_for(Option::is_some).await;
-                        match outcome.as_deref() {
-                            Ok(Some(Err(error))) => return Err(H2Error::Connect(error.clone())),
-                            Ok(_) => continue,
-                            Err(_) => {
-                                return Err(H2Error::Connect(ConnectError::new(
-                                    "the connection attempt was abandoned",
-                                )));
-                            }
+                    Checkout::Wait(handed) => match handed.await {
+                        Ok(Handed::Ready(send, guard)) => (send, guard),
+                        Ok(Handed::Again) => {
+                            rounds += 1;
+                            continue;
                         }
-                    }
+                        Ok(Handed::Failed(error)) => return Err(H2Error::Connect(error)),
+                        Err(_) => {
+                            return Err(H2Error::Connect(ConnectError::new(
+                                "the connection attempt was abandoned",
+                            )));
+                        }
+                    },
                 };
                 match send.try_send_request(request).await {
                     Ok(response) => return Ok((response, guard)),
@@ -346,9 +358,9 @@ impl H2Pool {
         })
     }
 
-    /// A connection with a free stream, or one to wait for. After [`MAX_ROUNDS`] waits, the
-    /// newest open connection takes the stream even at its limit.
-    fn checkout(&self, key: &Key, uri: &Uri, rounds: u32) -> Checkout {
+    /// A connection with a free stream, or one to wait for (its stream is counted on it before
+    /// it joins the pool: see [`Self::open`]).
+    fn checkout(&self, key: &Key, uri: &Uri) -> Checkout {
         let mut hosts = self
             .shared
             .hosts
@@ -359,49 +371,35 @@ impl H2Pool {
             .retain(|conn| !conn.send.is_closed() && !conn.slot.is_retired());
         // The oldest connections first: the newest ones empty out and close when idle.
         for conn in &host.conns {
-            if let Some(guard) = conn.slot.try_count(false) {
+            if let Some(guard) = conn.slot.try_count() {
                 return Checkout::Ready(conn.send.clone(), guard);
             }
         }
-        if rounds >= MAX_ROUNDS
-            && let Some((conn, guard)) = host
-                .conns
-                .iter()
-                .rev()
-                .find_map(|conn| Some((conn, conn.slot.try_count(true)?)))
-        {
-            return Checkout::Ready(conn.send.clone(), guard);
-        }
+        let (tx, handed) = oneshot::channel();
         let max_streams = self.shared.max_streams.min(host.limit);
         if let Some(pending) = host
             .pending
             .iter_mut()
-            .find(|pending| pending.waiters < max_streams)
+            .find(|pending| pending.waiters.len() < max_streams)
         {
-            pending.waiters += 1;
-            return Checkout::Wait(pending.done.clone());
+            pending.waiters.push(tx);
+            return Checkout::Wait(handed);
         }
-        let (tx, done) = watch::channel(None);
         let id = host.next_id;
         host.next_id += 1;
         host.pending.push(Pending {
             id,
-            waiters: 1,
-            done: done.clone(),
+            waiters: vec![tx],
         });
         drop(hosts);
-        tokio::spawn(self.clone().open(key.clone(), uri.clone(), id, tx));
-        Checkout::Wait(done)
+        tokio::spawn(self.clone().open(key.clone(), uri.clone(), id));
+        Checkout::Wait(handed)
     }
 
-    /// Opens a connection for the requests waiting on `tx`, and adds it to the pool.
-    async fn open(
-        self,
-        key: Key,
-        uri: Uri,
-        id: u64,
-        tx: watch::Sender<Option<Result<(), ConnectError>>>,
-    ) {
+    /// Opens a connection for the requests waiting on pending connection `id`, counts their
+    /// streams on it (up to its limit) and hands it to them, then adds it to the pool: all under
+    /// the pool's lock, so that no other request takes the streams they waited for.
+    async fn open(self, key: Key, uri: Uri, id: u64) {
         let opened = self.connect(uri, key.1.as_str()).await;
         if let Err(error) = &opened {
             tracing::debug!(
@@ -410,20 +408,39 @@ impl H2Pool {
                 "cannot open an HTTP/2 connection"
             );
         }
-        let outcome = {
-            let mut hosts = self
-                .shared
-                .hosts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let host = hosts.entry(key).or_default();
-            host.pending.retain(|pending| pending.id != id);
-            opened.map(|conn| {
+        let mut hosts = self
+            .shared
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let host = hosts.entry(key).or_default();
+        let Some(at) = host.pending.iter().position(|pending| pending.id == id) else {
+            return;
+        };
+        let waiters = host.pending.swap_remove(at).waiters;
+        match opened {
+            Ok(conn) => {
+                for waiter in waiters {
+                    // A request that went away takes no stream.
+                    if waiter.is_closed() {
+                        continue;
+                    }
+                    let handed = match conn.slot.try_count() {
+                        Some(guard) => Handed::Ready(conn.send.clone(), guard),
+                        None => Handed::Again,
+                    };
+                    // Gone meanwhile: its stream is released with the message.
+                    let _ = waiter.send(handed);
+                }
                 host.limit = conn.slot.limit();
                 host.conns.push(conn);
-            })
-        };
-        tx.send_replace(Some(outcome));
+            }
+            Err(error) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Handed::Failed(error.clone()));
+                }
+            }
+        }
     }
 
     /// Connects (TCP, TLS), hands the connection to hyper and spawns its task.
@@ -644,6 +661,79 @@ mod tests {
         assert!(metrics.contains(&opened), "{metrics}");
     }
 
+    /// An h2c server on loopback that allows `limit` concurrent streams per connection and
+    /// holds every response body open; records the most streams any connection carried at once.
+    async fn holding_server(limit: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let most = Arc::new(AtomicUsize::new(0));
+        let record = Arc::clone(&most);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let most = Arc::clone(&record);
+                let now = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                        let on = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(on, Ordering::SeqCst);
+                        // Never ends: an event stream.
+                        let body =
+                            http_body_util::StreamBody::new(futures_util::stream::pending::<
+                                Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+                            >());
+                        async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
+                    });
+                    let mut builder =
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    builder.max_concurrent_streams(limit);
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, most)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_past_the_limit_while_connections_open_never_goes_over_it() {
+        // The cap (100) is far above the upstream's 3: the first connection is opened for up to
+        // 100 waiting requests and takes 3 of them; requests keep arriving while connections
+        // open, and each gets a stream within the limit, none waits inside h2.
+        let (addr, most) = holding_server(3).await;
+        let pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100, Stats::new());
+        let mut sent = Vec::new();
+        for i in 0..120 {
+            let pool = pool.clone();
+            sent.push(tokio::spawn(async move {
+                let request = Request::get(format!("http://{addr}/{i}"))
+                    .version(http::Version::HTTP_2)
+                    .body(UpBody::default())
+                    .unwrap();
+                tokio::time::timeout(Duration::from_secs(15), pool.send(request)).await
+            }));
+            if i % 8 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut held = Vec::new();
+        for (i, sent) in sent.into_iter().enumerate() {
+            let Ok(Ok((response, guard))) = sent.await.unwrap() else {
+                panic!("request {i}: no response head");
+            };
+            assert_eq!(response.status(), http::StatusCode::OK);
+            held.push((response, guard));
+        }
+        assert!(most.load(Ordering::SeqCst) <= 3, "{most:?}");
+        let hosts = pool.shared.hosts.lock().unwrap();
+        for host in hosts.values() {
+            assert!(host.conns.len() >= 40, "{}", host.conns.len());
+            for conn in &host.conns {
+                assert!(conn.slot.streams.load(Ordering::SeqCst) <= 3);
+            }
+        }
+    }
+
     fn slot(cap: usize) -> Arc<Slot> {
         Arc::new(Slot {
             streams: AtomicUsize::new(0),
@@ -656,17 +746,15 @@ mod tests {
     #[test]
     fn a_connection_counts_streams_up_to_the_lower_of_its_cap_and_the_upstreams_limit() {
         let slot = slot(3);
-        let guards: Vec<_> = (0..3).map(|_| slot.try_count(false).unwrap()).collect();
-        assert!(slot.try_count(false).is_none());
+        let guards: Vec<_> = (0..3).map(|_| slot.try_count().unwrap()).collect();
+        assert!(slot.try_count().is_none());
         drop(guards);
         assert_eq!(slot.streams.load(Ordering::Relaxed), 0);
         slot.peer_limit.store(2, Ordering::Relaxed);
-        let _a = slot.try_count(false).unwrap();
-        let _b = slot.try_count(false).unwrap();
-        assert!(slot.try_count(false).is_none());
-        // Forced: over the limit.
-        let _c = slot.try_count(true).unwrap();
-        assert_eq!(slot.counted.load(Ordering::Relaxed), 6);
+        let _a = slot.try_count().unwrap();
+        let _b = slot.try_count().unwrap();
+        assert!(slot.try_count().is_none());
+        assert_eq!(slot.counted.load(Ordering::Relaxed), 5);
         // An upstream that allows no stream still gets one per connection.
         slot.peer_limit.store(0, Ordering::Relaxed);
         assert_eq!(slot.limit(), 1);
@@ -675,12 +763,11 @@ mod tests {
     #[test]
     fn only_a_connection_without_streams_retires_and_then_counts_none() {
         let slot = slot(3);
-        let guard = slot.try_count(false).unwrap();
+        let guard = slot.try_count().unwrap();
         assert!(!slot.retire());
         drop(guard);
         assert!(slot.retire());
         assert!(slot.is_retired());
-        assert!(slot.try_count(false).is_none());
-        assert!(slot.try_count(true).is_none());
+        assert!(slot.try_count().is_none());
     }
 }
