@@ -19,7 +19,9 @@
 //!   dropped from the pool at the next request, and never chosen again. A request whose
 //!   connection closed before it was sent goes to another connection; so does a `GET` or `HEAD`
 //!   without a body that the upstream did not process (its GOAWAY came first, or it refused the
-//!   stream), rebuilt from a copy of its head kept until the response head arrives.
+//!   stream), rebuilt from a copy of its head kept until the response head arrives. Never to the
+//!   connection that failed it: a connection whose upstream sent GOAWAY takes no new stream (it
+//!   drains), and one that refused a stream takes no more than it carried then.
 //! - A connection that carried no stream for a whole [`IDLE_TIMEOUT`] is closed (after 90 to
 //!   180 s idle, like hyper-util's pool).
 //! - A new connection is handed to its requests once the upstream's `SETTINGS` have come (one
@@ -33,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -161,12 +163,26 @@ struct Slot {
     counted: AtomicU64,
     /// `upstream-h2-max-streams`.
     cap: usize,
+    /// The streams the connection carried besides one the upstream refused (`REFUSED_STREAM`):
+    /// it takes no more than that (`usize::MAX` until a refusal).
+    refused_at: AtomicUsize,
+    /// The upstream sent GOAWAY: the connection serves its open streams and takes no new one.
+    draining: AtomicBool,
 }
 
 impl Slot {
     /// The most streams the connection takes now.
     fn limit(&self) -> usize {
-        self.cap.min(self.peer_limit.load(Ordering::Relaxed).max(1))
+        self.cap
+            .min(self.peer_limit.load(Ordering::Relaxed).max(1))
+            .min(self.refused_at.load(Ordering::Relaxed))
+    }
+
+    /// Notes that the upstream refused a stream counted here: the connection takes no more
+    /// streams than the others it carries now.
+    fn refused(&self) {
+        let others = self.streams.load(Ordering::Relaxed).saturating_sub(1);
+        self.refused_at.fetch_min(others, Ordering::Relaxed);
     }
 
     /// Counts a stream if the connection is below its limit.
@@ -201,6 +217,10 @@ impl Slot {
 
     fn is_retired(&self) -> bool {
         self.streams.load(Ordering::Relaxed) == RETIRED
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -310,13 +330,15 @@ impl H2Pool {
                 )
             });
             let mut rounds = 0;
+            // The connections that failed this request: it is not sent on them again.
+            let mut failed: Vec<Arc<Slot>> = Vec::new();
             loop {
                 if rounds > 2 * MAX_ROUNDS {
                     return Err(H2Error::Connect(ConnectError::new(
                         "the upstream closed every HTTP/2 connection as it opened",
                     )));
                 }
-                let (mut send, guard) = match pool.checkout(&key, request.uri()) {
+                let (mut send, guard) = match pool.checkout(&key, request.uri(), &failed) {
                     Checkout::Ready(send, guard) => (send, guard),
                     Checkout::Wait(handed) => match handed.await {
                         Ok(Handed::Ready(send, guard)) => (send, guard),
@@ -334,25 +356,30 @@ impl H2Pool {
                 };
                 match send.try_send_request(request).await {
                     Ok(response) => return Ok((response, guard)),
-                    Err(mut error) => match (error.take_message(), &replay) {
-                        // Not sent: the connection closed meanwhile; another one takes it.
-                        (Some(back), _) if rounds < MAX_ROUNDS => {
-                            rounds += 1;
-                            request = back;
+                    Err(mut error) => {
+                        // Marks the connection (draining, or refusing) whatever is done next.
+                        let unprocessed = unprocessed(error.error(), &guard.0);
+                        failed.push(Arc::clone(&guard.0));
+                        match (error.take_message(), &replay) {
+                            // Not sent: the connection closed meanwhile; another one takes it.
+                            (Some(back), _) if rounds < MAX_ROUNDS => {
+                                rounds += 1;
+                                request = back;
+                            }
+                            (_, Some((method, uri, version, headers)))
+                                if rounds < MAX_ROUNDS && unprocessed =>
+                            {
+                                rounds += 1;
+                                let mut again = Request::new(UpBody::default());
+                                *again.method_mut() = method.clone();
+                                *again.uri_mut() = uri.clone();
+                                *again.version_mut() = *version;
+                                *again.headers_mut() = headers.clone();
+                                request = again;
+                            }
+                            _ => return Err(H2Error::Request(error.into_error())),
                         }
-                        (_, Some((method, uri, version, headers)))
-                            if rounds < MAX_ROUNDS && not_processed(error.error()) =>
-                        {
-                            rounds += 1;
-                            let mut again = Request::new(UpBody::default());
-                            *again.method_mut() = method.clone();
-                            *again.uri_mut() = uri.clone();
-                            *again.version_mut() = *version;
-                            *again.headers_mut() = headers.clone();
-                            request = again;
-                        }
-                        _ => return Err(H2Error::Request(error.into_error())),
-                    },
+                    }
                 }
             }
         })
@@ -360,17 +387,22 @@ impl H2Pool {
 
     /// A connection with a free stream, or one to wait for (its stream is counted on it before
     /// it joins the pool: see [`Self::open`]).
-    fn checkout(&self, key: &Key, uri: &Uri) -> Checkout {
+    /// The connections in `failed` are skipped.
+    fn checkout(&self, key: &Key, uri: &Uri, failed: &[Arc<Slot>]) -> Checkout {
         let mut hosts = self
             .shared
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let host = hosts.entry(key.clone()).or_default();
-        host.conns
-            .retain(|conn| !conn.send.is_closed() && !conn.slot.is_retired());
+        host.conns.retain(|conn| {
+            !conn.send.is_closed() && !conn.slot.is_retired() && !conn.slot.is_draining()
+        });
         // The oldest connections first: the newest ones empty out and close when idle.
         for conn in &host.conns {
+            if failed.iter().any(|slot| Arc::ptr_eq(slot, &conn.slot)) {
+                continue;
+            }
             if let Some(guard) = conn.slot.try_count() {
                 return Checkout::Ready(conn.send.clone(), guard);
             }
@@ -472,6 +504,8 @@ impl H2Pool {
             peer_limit: AtomicUsize::new(NOT_YET),
             counted: AtomicU64::new(0),
             cap: self.shared.max_streams,
+            refused_at: AtomicUsize::new(usize::MAX),
+            draining: AtomicBool::new(false),
         });
         let (settings, known) = oneshot::channel();
         let open = self.shared.stats.h2_connection_opened(upstream);
@@ -490,15 +524,23 @@ impl H2Pool {
     }
 }
 
-/// Whether the upstream did not process the request that failed with `error`: its GOAWAY came
-/// before the stream (h2 did not send it, or the stream was past the GOAWAY's last stream), or
-/// it refused the stream (RFC 9113, section 8.7).
-fn not_processed(error: &hyper::Error) -> bool {
+/// Whether the upstream did not process the request that failed with `error` on the connection
+/// of `slot`: its GOAWAY came before the stream (h2 did not send it, or the stream was past the
+/// GOAWAY's last stream; the connection drains), or it refused the stream (RFC 9113, section
+/// 8.7; the connection takes no more streams than it carries).
+fn unprocessed(error: &hyper::Error, slot: &Slot) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(error) = source {
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return (h2.is_go_away() && h2.is_remote())
-                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            if h2.is_go_away() && h2.is_remote() {
+                slot.draining.store(true, Ordering::Relaxed);
+                return true;
+            }
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                slot.refused();
+                return true;
+            }
+            return false;
         }
         source = error.source();
     }
@@ -734,12 +776,68 @@ mod tests {
         }
     }
 
+    /// A raw h2c server on loopback (h2's own, to send what hyper's server does not) that
+    /// refuses the first request it receives (`REFUSED_STREAM`) and answers the others 200;
+    /// counts the requests it received, and its connections.
+    async fn refusing_server() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
+        let accepted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    // Names its limit: the pool does not wait for it.
+                    let handshake = h2::server::Builder::new()
+                        .max_concurrent_streams(100)
+                        .handshake::<_, bytes::Bytes>(stream);
+                    let Ok(mut connection) = handshake.await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        } else {
+                            let _ = respond.send_response(Response::new(()), true);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, received, connections)
+    }
+
+    #[tokio::test]
+    async fn a_refused_get_is_sent_again_on_another_connection_and_a_post_is_not() {
+        let (addr, received, connections) = refusing_server().await;
+        let pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100, Stats::new());
+        get(&pool, addr).await;
+        assert_eq!(received.load(Ordering::SeqCst), 2);
+        // The connection that refused it carried no other stream: it takes none any more.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+        let (addr, received, _) = refusing_server().await;
+        let request = Request::post(format!("http://{addr}/"))
+            .version(http::Version::HTTP_2)
+            .body(UpBody::default())
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), pool.send(request)).await;
+        assert!(matches!(sent, Ok(Err(H2Error::Request(_)))), "{sent:?}");
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+    }
+
     fn slot(cap: usize) -> Arc<Slot> {
         Arc::new(Slot {
             streams: AtomicUsize::new(0),
             peer_limit: AtomicUsize::new(NOT_YET),
             counted: AtomicU64::new(0),
             cap,
+            refused_at: AtomicUsize::new(usize::MAX),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -758,6 +856,25 @@ mod tests {
         // An upstream that allows no stream still gets one per connection.
         slot.peer_limit.store(0, Ordering::Relaxed);
         assert_eq!(slot.limit(), 1);
+    }
+
+    #[test]
+    fn a_connection_that_refused_a_stream_takes_no_more_than_the_others_it_carried() {
+        let slot = slot(10);
+        let others: Vec<_> = (0..3).map(|_| slot.try_count().unwrap()).collect();
+        let refused = slot.try_count().unwrap();
+        slot.refused();
+        drop(refused);
+        assert_eq!(slot.limit(), 3);
+        assert!(slot.try_count().is_none());
+        drop(others);
+        assert_eq!(slot.try_count().map(|_| ()), Some(()));
+        // Alone and refused: no stream any more.
+        let alone = self::slot(10);
+        let refused = alone.try_count().unwrap();
+        alone.refused();
+        drop(refused);
+        assert!(alone.try_count().is_none());
     }
 
     #[test]
