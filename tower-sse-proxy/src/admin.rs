@@ -89,7 +89,7 @@ impl Stats {
         let upstream_h2_opened = Family::<Labels, Counter>::default();
         registry.register(
             "tower_sse_proxy_upstream_h2_connections",
-            "HTTP/2 connections open to each upstream (--upstream-http2), by upstream host:port",
+            "HTTP/2 connections open to each upstream (--upstream-http2; draining ones too), by upstream host:port",
             upstream_h2_connections.clone(),
         );
         registry.register(

@@ -168,6 +168,11 @@ struct Slot {
     refused_at: AtomicUsize,
     /// The upstream sent GOAWAY: the connection serves its open streams and takes no new one.
     draining: AtomicBool,
+    /// hyper's dispatch task of the connection has ended (h2 may still serve its open streams).
+    ended: AtomicBool,
+    /// The connection's place in `tower_sse_proxy_upstream_h2_connections`: released once
+    /// hyper's dispatch task has ended and the last stream counted on it ([`Slot::close`]).
+    open: Mutex<Option<OpenConnection>>,
 }
 
 impl Slot {
@@ -222,6 +227,26 @@ impl Slot {
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+
+    /// Notes that hyper's dispatch task of the connection has ended: the connection counts as
+    /// open (`/metrics`) until its last stream ends too.
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        let streams = self.streams.load(Ordering::SeqCst);
+        if streams == 0 || streams == RETIRED {
+            self.close();
+        }
+    }
+
+    /// Counts the connection closed (`/metrics`), once.
+    fn close(&self) {
+        drop(
+            self.open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
 }
 
 /// One stream counted on its connection, until dropped: held by the request while it is sent,
@@ -231,7 +256,12 @@ pub(crate) struct StreamGuard(Arc<Slot>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst here and in `Slot::end`: of the last stream's end and the dispatch task's,
+        // whichever comes second sees the other.
+        if self.0.streams.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.ended.load(Ordering::SeqCst)
+        {
+            self.0.close();
+        }
     }
 }
 
@@ -506,15 +536,15 @@ impl H2Pool {
             cap: self.shared.max_streams,
             refused_at: AtomicUsize::new(usize::MAX),
             draining: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            open: Mutex::new(Some(self.shared.stats.h2_connection_opened(upstream))),
         });
         let (settings, known) = oneshot::channel();
-        let open = self.shared.stats.h2_connection_opened(upstream);
         tokio::spawn(drive(
             connection,
             Arc::clone(&slot),
             settings,
             self.shared.idle_timeout,
-            open,
         ));
         // Settings known, or not named in time (or the runtime is ending): go on.
         if let Ok(Ok(Err(error))) = tokio::time::timeout(SETTINGS_WAIT, known).await {
@@ -563,7 +593,8 @@ where
 
 /// Runs one connection: reads the upstream's stream limit into its slot after every poll (and
 /// tells `settings` once it is known, or the connection's end if that comes first), and closes
-/// it once it carried no stream for a whole `idle_timeout` ([`IDLE_TIMEOUT`]).
+/// it once it carried no stream for a whole `idle_timeout` ([`IDLE_TIMEOUT`]). When it ends,
+/// the connection counts as open (`/metrics`) until its last stream ends.
 ///
 /// hyper reads the connection in a task of its own; what this polls is its dispatch task, which
 /// nothing wakes when the upstream's `SETTINGS` arrive. So until they have, it is polled every
@@ -573,7 +604,6 @@ async fn drive<T>(
     slot: Arc<Slot>,
     settings: oneshot::Sender<Result<(), ConnectError>>,
     idle_timeout: Duration,
-    _open: OpenConnection,
 ) where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -630,6 +660,7 @@ async fn drive<T>(
         }
     })
     .await;
+    slot.end();
 }
 
 #[cfg(test)]
@@ -838,6 +869,8 @@ mod tests {
             cap,
             refused_at: AtomicUsize::new(usize::MAX),
             draining: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            open: Mutex::new(None),
         })
     }
 
@@ -875,6 +908,29 @@ mod tests {
         alone.refused();
         drop(refused);
         assert!(alone.try_count().is_none());
+    }
+
+    #[test]
+    fn a_connection_counts_as_open_until_its_task_and_its_last_stream_have_ended() {
+        let stats = Stats::new();
+        let gauge =
+            |n: u32| format!("tower_sse_proxy_upstream_h2_connections{{upstream=\"up\"}} {n}\n");
+        let slot = slot(3);
+        *slot.open.lock().unwrap() = Some(stats.h2_connection_opened("up"));
+        let a = slot.try_count().unwrap();
+        let b = slot.try_count().unwrap();
+        drop(a);
+        // hyper's dispatch task ends (a GOAWAY): h2 still serves the open stream.
+        slot.end();
+        assert!(stats.encode().contains(&gauge(1)), "{}", stats.encode());
+        drop(b);
+        assert!(stats.encode().contains(&gauge(0)), "{}", stats.encode());
+        // Without streams, it closes with its task.
+        let idle = self::slot(3);
+        *idle.open.lock().unwrap() = Some(stats.h2_connection_opened("up"));
+        assert!(stats.encode().contains(&gauge(1)), "{}", stats.encode());
+        idle.end();
+        assert!(stats.encode().contains(&gauge(0)), "{}", stats.encode());
     }
 
     #[test]
