@@ -861,6 +861,83 @@ mod tests {
         assert_eq!(received.load(Ordering::SeqCst), 1);
     }
 
+    /// A server on loopback whose first connection answers the first request it receives with
+    /// `GOAWAY(last_stream_id = 0)` (written by hand: h2's server names the last stream it
+    /// accepted); later connections are h2's, answering 200. Counts the requests received.
+    async fn going_away_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
+        tokio::spawn(async move {
+            let Ok((mut first, _)) = listener.accept().await else {
+                return;
+            };
+            let raw = Arc::clone(&count);
+            tokio::spawn(async move {
+                // SETTINGS: MAX_CONCURRENT_STREAMS 100 (the pool does not wait for it).
+                let settings = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+                first.write_all(&settings).await.unwrap();
+                let mut preface = [0; 24];
+                first.read_exact(&mut preface).await.unwrap();
+                let mut head = [0; 9];
+                while first.read_exact(&mut head).await.is_ok() {
+                    let length = (usize::from(head[0]) << 16)
+                        | (usize::from(head[1]) << 8)
+                        | usize::from(head[2]);
+                    let mut payload = vec![0; length];
+                    first.read_exact(&mut payload).await.unwrap();
+                    match (head[3], head[4] & 1) {
+                        // SETTINGS, not an ACK: ACK.
+                        (4, 0) => first.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
+                        // HEADERS: GOAWAY, last stream 0, NO_ERROR.
+                        (1, _) => {
+                            raw.fetch_add(1, Ordering::SeqCst);
+                            let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                            first.write_all(&goaway).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let handshake = h2::server::Builder::new()
+                        .max_concurrent_streams(100)
+                        .handshake::<_, bytes::Bytes>(stream);
+                    let Ok(mut connection) = handshake.await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let _ = respond.send_response(Response::new(()), true);
+                    }
+                });
+            }
+        });
+        (addr, received)
+    }
+
+    #[tokio::test]
+    async fn a_get_past_the_upstreams_goaway_is_sent_again_and_a_post_is_not() {
+        let (addr, received) = going_away_server().await;
+        let pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100, Stats::new());
+        get(&pool, addr).await;
+        assert_eq!(received.load(Ordering::SeqCst), 2);
+
+        let (addr, received) = going_away_server().await;
+        let request = Request::post(format!("http://{addr}/"))
+            .version(http::Version::HTTP_2)
+            .body(UpBody::default())
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), pool.send(request)).await;
+        assert!(matches!(sent, Ok(Err(H2Error::Request(_)))), "{sent:?}");
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+    }
+
     fn slot(cap: usize) -> Arc<Slot> {
         Arc::new(Slot {
             streams: AtomicUsize::new(0),
