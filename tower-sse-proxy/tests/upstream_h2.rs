@@ -2,7 +2,7 @@
 //! that allow few streams per connection: event streams past an upstream's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` get a connection of their own instead of waiting for the
 //! response-head timeout; connections with free streams are reused; a closed one is not; h2c
-//! prior knowledge and TLS with ALPN h2 both.
+//! prior knowledge and TLS with ALPN h2 both; a refused `GET` is sent again, a `POST` is not.
 
 #![allow(
     clippy::unwrap_used,
@@ -399,4 +399,56 @@ async fn an_https_upstream_gets_alpn_h2_and_another_connection_at_the_limit() {
         "{:?}",
         connections_of(&streams)
     );
+}
+
+/// An h2c upstream (h2's own server, which can refuse a stream) that refuses the first request
+/// it receives (`REFUSED_STREAM`) and answers the others 200; counts the requests it received.
+async fn refusing_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let handshake = h2::server::Builder::new()
+                    .max_concurrent_streams(100)
+                    .handshake::<_, Bytes>(stream);
+                let Ok(mut connection) = handshake.await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        let _ = respond.send_response(http::Response::new(()), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_refused_get_is_sent_again_and_a_refused_post_with_a_body_is_not() {
+    let (upstream, received) = refusing_upstream().await;
+    let mut proxy = Running::proxy(upstream, &["--upstream-http2"]);
+    let addr = proxy.addr().await;
+    let get = b"GET /x HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n";
+    let raw = support::raw_exchange(addr, get, None, WAIT).await;
+    let head = String::from_utf8_lossy(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", proxy.log());
+    assert_eq!(received.load(Ordering::SeqCst), 2);
+
+    // A request with a body is not sent twice: the upstream may have read it.
+    let (upstream, received) = refusing_upstream().await;
+    let mut proxy = Running::proxy(upstream, &["--upstream-http2"]);
+    let addr = proxy.addr().await;
+    let post = b"POST /x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let raw = support::raw_exchange(addr, post, None, WAIT).await;
+    let head = String::from_utf8_lossy(&raw);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}\n{}", proxy.log());
+    assert_eq!(received.load(Ordering::SeqCst), 1);
 }
