@@ -807,6 +807,38 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_new_connection_joins_the_pool_with_its_waiters_streams_already_counted() {
+        let (addr, _) = holding_server(2).await;
+        let pool = H2Pool::new(Connector::Plain(HttpConnector::new()), 100, Stats::new());
+        let key: Key = (Scheme::HTTP, addr.to_string().parse().unwrap());
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let Checkout::Wait(first) = pool.checkout(&key, &uri, &[]) else {
+            panic!("a connection before any was opened");
+        };
+        let Checkout::Wait(second) = pool.checkout(&key, &uri, &[]) else {
+            panic!("a connection before any was opened");
+        };
+        let joined = tower_sse_test_support::eventually(Duration::from_secs(5), || {
+            let hosts = pool.shared.hosts.lock().unwrap();
+            hosts.get(&key).is_some_and(|host| !host.conns.is_empty())
+        });
+        assert!(joined.await, "no connection opened");
+        // From the moment it joins, its two streams are the waiters': a request arriving then
+        // waits for another connection.
+        let streams = {
+            let hosts = pool.shared.hosts.lock().unwrap();
+            let conns = &hosts.get(&key).unwrap().conns;
+            assert_eq!(conns.len(), 1);
+            conns.first().unwrap().slot.streams.load(Ordering::SeqCst)
+        };
+        assert_eq!(streams, 2);
+        assert!(matches!(pool.checkout(&key, &uri, &[]), Checkout::Wait(_)));
+        for handed in [first, second] {
+            assert!(matches!(handed.await.unwrap(), Handed::Ready(..)));
+        }
+    }
+
     /// A raw h2c server on loopback (h2's own, to send what hyper's server does not) that
     /// refuses the first request it receives (`REFUSED_STREAM`) and answers the others 200;
     /// counts the requests it received, and its connections.
