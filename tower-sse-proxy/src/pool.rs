@@ -839,6 +839,25 @@ mod tests {
         }
     }
 
+    /// One connection of h2's own server (it names its stream limit: the pool does not wait
+    /// for it), answering 200 to each request and counting them in `count`; with
+    /// `refuse_first`, the request that finds `count` at 0 is refused (`REFUSED_STREAM`).
+    async fn serve_h2(stream: tokio::net::TcpStream, count: Arc<AtomicUsize>, refuse_first: bool) {
+        let handshake = h2::server::Builder::new()
+            .max_concurrent_streams(100)
+            .handshake::<_, bytes::Bytes>(stream);
+        let Ok(mut connection) = handshake.await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 && refuse_first {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            } else {
+                let _ = respond.send_response(Response::new(()), true);
+            }
+        }
+    }
+
     /// A raw h2c server on loopback (h2's own, to send what hyper's server does not) that
     /// refuses the first request it receives (`REFUSED_STREAM`) and answers the others 200;
     /// counts the requests it received, and its connections.
@@ -852,23 +871,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    // Names its limit: the pool does not wait for it.
-                    let handshake = h2::server::Builder::new()
-                        .max_concurrent_streams(100)
-                        .handshake::<_, bytes::Bytes>(stream);
-                    let Ok(mut connection) = handshake.await else {
-                        return;
-                    };
-                    while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                        if count.fetch_add(1, Ordering::SeqCst) == 0 {
-                            respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        } else {
-                            let _ = respond.send_response(Response::new(()), true);
-                        }
-                    }
-                });
+                tokio::spawn(serve_h2(stream, Arc::clone(&count), true));
             }
         });
         (addr, received, connections)
@@ -935,19 +938,7 @@ mod tests {
                 }
             });
             while let Ok((stream, _)) = listener.accept().await {
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let handshake = h2::server::Builder::new()
-                        .max_concurrent_streams(100)
-                        .handshake::<_, bytes::Bytes>(stream);
-                    let Ok(mut connection) = handshake.await else {
-                        return;
-                    };
-                    while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let _ = respond.send_response(Response::new(()), true);
-                    }
-                });
+                tokio::spawn(serve_h2(stream, Arc::clone(&count), false));
             }
         });
         (addr, received)
