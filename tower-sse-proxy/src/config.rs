@@ -757,6 +757,16 @@ mod tests {
 
     use super::*;
 
+    /// The settings of `config`'s route with the path prefix `prefix`.
+    fn route<'a>(config: &'a Config, prefix: &str) -> &'a Settings {
+        &config
+            .routes
+            .iter()
+            .find(|route| route.prefix == prefix)
+            .unwrap()
+            .settings
+    }
+
     fn load(file: Option<&str>, flags: &str) -> Result<Config, ConfigError> {
         let mut args = vec!["tower-sse-proxy".to_owned()];
         let dir = std::env::temp_dir();
@@ -923,16 +933,7 @@ resume-on-end = true
             "",
         )
         .unwrap();
-        let route = |prefix: &str| {
-            config
-                .routes
-                .iter()
-                .find(|route| route.prefix == prefix)
-                .unwrap()
-                .settings
-                .clone()
-        };
-        let feeds = route("/feeds/");
+        let feeds = route(&config, "/feeds/");
         assert!(feeds.resume);
         assert_eq!(feeds.resume_attempts, Some(5));
         assert_eq!(feeds.max_event, Some(64 * 1024));
@@ -944,7 +945,7 @@ resume-on-end = true
             "the jitter reaches the layer"
         );
         assert_eq!(feeds.compress, Some(vec![tower_sse::Coding::Gzip]));
-        let plain = route("/plain/");
+        let plain = route(&config, "/plain/");
         assert_eq!(plain.compress, Some(Vec::new()));
         assert!(plain.resume_layer().is_some());
         assert_eq!(
@@ -1005,15 +1006,7 @@ path = "/feeds/"
             "--route /small/=upstream-h2-max-streams:2",
         )
         .unwrap();
-        let cap = |prefix: &str| {
-            config
-                .routes
-                .iter()
-                .find(|route| route.prefix == prefix)
-                .unwrap()
-                .settings
-                .h2_max_streams()
-        };
+        let cap = |prefix: &str| route(&config, prefix).h2_max_streams();
         assert_eq!(config.fallback.settings.h2_max_streams(), 64);
         assert_eq!(cap("/grpc/"), 8);
         assert_eq!(cap("/feeds/"), 64);

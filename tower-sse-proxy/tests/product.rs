@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use support::{Running, TempFile, dechunk, raw_exchange, split_head};
+use support::{Running, TempFile, dechunk, raw_exchange, split_head, tls_acceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -498,8 +498,6 @@ fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
 
 #[tokio::test]
 async fn tls_to_clients_with_alpn_h2_and_to_an_https_upstream_with_a_ca_file() {
-    use rustls_pki_types::pem::PemObject as _;
-
     let (upstream_cert, upstream_key) = certificate();
     let (proxy_cert, proxy_key) = certificate();
     let ca = TempFile::new("ca.pem", &upstream_cert);
@@ -507,19 +505,7 @@ async fn tls_to_clients_with_alpn_h2_and_to_an_https_upstream_with_a_ca_file() {
     let key = TempFile::new("key.pem", &proxy_key);
 
     // The https upstream: rustls in front of the named upstream's service.
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![rustls_pki_types::CertificateDer::from_pem_slice(upstream_cert.as_bytes()).unwrap()],
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(upstream_key.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = tls_acceptor(&upstream_cert, &upstream_key, b"http/1.1");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -25,7 +25,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Running, TempFile};
+use support::{Running, TempFile, tls_acceptor};
 use tokio::net::TcpListener;
 
 /// A bound for failures only: the machine may be loaded.
@@ -364,24 +364,9 @@ fn certificate() -> (String, String) {
 
 #[tokio::test]
 async fn an_https_upstream_gets_alpn_h2_and_another_connection_at_the_limit() {
-    use rustls_pki_types::pem::PemObject as _;
-
     let (cert, key) = certificate();
     let ca = TempFile::new("h2-ca.pem", &cert);
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec()];
-    let upstream =
-        H2Upstream::start(2, Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))).await;
+    let upstream = H2Upstream::start(2, Some(tls_acceptor(&cert, &key, b"h2"))).await;
     let mut proxy = Running::listen(&[
         "--upstream",
         &format!("https://localhost:{}", upstream.addr.port()),

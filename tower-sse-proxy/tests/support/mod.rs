@@ -189,3 +189,23 @@ pub async fn hold_stream(
     }
     (held, head)
 }
+
+/// A TLS acceptor for a loopback upstream: rustls (ring) with the PEM certificate `cert` and key
+/// `key`, offering the ALPN protocol `alpn` (`b"h2"`, `b"http/1.1"`).
+pub fn tls_acceptor(cert: &str, key: &str, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject as _;
+
+    let mut server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    server.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server))
+}
