@@ -440,19 +440,21 @@ where
         loop {
             match &mut state.phase {
                 Phase::Streaming => {
-                    let polled = match polled.take() {
-                        Some(polled) => polled,
+                    // A frame `poll_frame` handed over has been offered to `whole` already.
+                    let (polled, offered) = match polled.take() {
+                        Some(polled) => (polled, true),
                         None => {
                             let Some(inner) = body.as_mut().as_pin_mut() else {
                                 state.phase = Phase::Done;
                                 continue;
                             };
-                            ready!(inner.poll_frame(cx))
+                            (ready!(inner.poll_frame(cx)), false)
                         }
                     };
                     match polled {
                         Some(Ok(frame))
-                            if frame.data_ref().is_some_and(|data| state.whole(data)) =>
+                            if !offered
+                                && frame.data_ref().is_some_and(|data| state.whole(data)) =>
                         {
                             return Poll::Ready(Some(Ok(frame)));
                         }
